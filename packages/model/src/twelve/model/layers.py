@@ -1,0 +1,257 @@
+"""The encoder's building blocks, with the original module names so checkpoints load as they are.
+
+- `TransformerLayer`: a post-LN BERT layer (`attention.self`, `attention.output`,
+  `intermediate`, `output`); the text stream (768 wide, FFN 3072) and the visual stream
+  (1024 wide, FFN 1024) are both instances.
+- `CoAttentionLayer`: the ViLBERT connection layer (`biattention`, `biOutput`, `v_*` and `t_*`
+  feed-forward blocks): text attends to regions and regions attend to text, each stream then
+  runs its own feed-forward block.
+Query, key and value projections are packed into one GEMM (`PackedLinear`); their checkpoint
+names stay `query`/`key`/`value` (`query1`…`value2` in co-attention).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+from torch.nn import functional as F  # noqa: N812 (the universal torch idiom)
+
+from twelve.model.attention import AttentionImplementation, attend, split_heads
+from twelve.model.packed import PackedLinear, expose_packed_parts
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention (`attention.self`): packed Q/K/V, SDPA or eager."""
+
+    def __init__(self, width: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.implementation: AttentionImplementation = "sdpa"
+        self.qkv = PackedLinear(width, width, ("query", "key", "value"))
+        expose_packed_parts(self)
+
+    def forward(
+        self, hidden: Tensor, mask: Tensor, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """(B, L, W) states and (B, 1, 1, L) additive mask → (B, L, W) context, probabilities."""
+        query, key, value = split_heads(self.qkv(hidden), 3, self.heads)
+        return attend(
+            query,
+            key,
+            value,
+            mask,
+            dropout=self.dropout if self.training else 0.0,
+            implementation=self.implementation,
+            need_weights=need_weights,
+        )
+
+
+class ResidualOutput(nn.Module):
+    """Linear → dropout → LayerNorm(x + residual): the post-LN sublayer output."""
+
+    def __init__(self, in_width: int, out_width: int, dropout: float, eps: float) -> None:
+        super().__init__()
+        self.dense = nn.Linear(in_width, out_width)
+        self.LayerNorm = nn.LayerNorm(out_width, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, hidden: Tensor, residual: Tensor) -> Tensor:
+        """Project `hidden`, add `residual`, normalize."""
+        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
+
+
+class Intermediate(nn.Module):
+    """Feed-forward expansion with exact (erf) GeLU."""
+
+    def __init__(self, width: int, intermediate: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(width, intermediate)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        """(…, W) → (…, I)."""
+        return F.gelu(self.dense(hidden))
+
+
+class Attention(nn.Module):
+    """Self-attention followed by its residual output (`attention`)."""
+
+    def __init__(self, width: int, heads: int, attn_dropout: float, dropout: float, eps: float):
+        super().__init__()
+        self.self = SelfAttention(width, heads, attn_dropout)
+        self.output = ResidualOutput(width, width, dropout, eps)
+
+    def forward(
+        self, hidden: Tensor, mask: Tensor, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend, project, add and normalize."""
+        context, probabilities = self.self(hidden, mask, need_weights)
+        return self.output(context, hidden), probabilities
+
+
+class TransformerLayer(nn.Module):
+    """One post-LN BERT layer (`BertLayer` / `BertImageLayer`)."""
+
+    def __init__(
+        self,
+        width: int,
+        heads: int,
+        intermediate: int,
+        attn_dropout: float,
+        dropout: float,
+        eps: float,
+    ) -> None:
+        super().__init__()
+        self.attention = Attention(width, heads, attn_dropout, dropout, eps)
+        self.intermediate = Intermediate(width, intermediate)
+        self.output = ResidualOutput(intermediate, width, dropout, eps)
+
+    def forward(
+        self, hidden: Tensor, mask: Tensor, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """(B, L, W) → (B, L, W) and the attention probabilities when asked for."""
+        attended, probabilities = self.attention(hidden, mask, need_weights)
+        return self.output(self.intermediate(attended), attended), probabilities
+
+
+class BiAttention(nn.Module):
+    """Both co-attention directions (`biattention`): text→regions and regions→text."""
+
+    def __init__(
+        self,
+        vision_width: int,
+        text_width: int,
+        width: int,
+        heads: int,
+        text_queries_dropout: float,
+        vision_queries_dropout: float,
+    ) -> None:
+        super().__init__()
+        self.heads = heads
+        self.text_queries_dropout = text_queries_dropout
+        self.vision_queries_dropout = vision_queries_dropout
+        self.implementation: AttentionImplementation = "sdpa"
+        self.vision_qkv = PackedLinear(vision_width, width, ("query1", "key1", "value1"))
+        self.text_qkv = PackedLinear(text_width, width, ("query2", "key2", "value2"))
+        expose_packed_parts(self)
+
+    def forward(
+        self,
+        vision: Tensor,
+        vision_mask: Tensor,
+        text: Tensor,
+        text_mask: Tensor,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """Return the region-side context (regions attend to text), the text-side context
+        (text attends to regions) and, when asked, both probability maps."""
+        v_query, v_key, v_value = split_heads(self.vision_qkv(vision), 3, self.heads)
+        t_query, t_key, t_value = split_heads(self.text_qkv(text), 3, self.heads)
+        training = self.training
+        text_context, text_to_vision = attend(
+            t_query,
+            v_key,
+            v_value,
+            vision_mask,
+            dropout=self.text_queries_dropout if training else 0.0,
+            implementation=self.implementation,
+            need_weights=need_weights,
+        )
+        vision_context, vision_to_text = attend(
+            v_query,
+            t_key,
+            t_value,
+            text_mask,
+            dropout=self.vision_queries_dropout if training else 0.0,
+            implementation=self.implementation,
+            need_weights=need_weights,
+        )
+        return vision_context, text_context, text_to_vision, vision_to_text
+
+
+class BiOutput(nn.Module):
+    """Residual outputs of both co-attention directions (`biOutput`).
+
+    `q_dense1`/`q_dense2` are the original's dead projections: present (frozen) so original
+    checkpoints load strictly and the parameter count matches, never used in the computation.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        vision_width: int,
+        text_width: int,
+        vision_dropout: float,
+        text_dropout: float,
+        eps: float,
+    ) -> None:
+        super().__init__()
+        self.dense1 = nn.Linear(width, vision_width)
+        self.dropout1 = nn.Dropout(vision_dropout)
+        self.LayerNorm1 = nn.LayerNorm(vision_width, eps=eps)
+        self.q_dense1 = nn.Linear(width, vision_width)
+        self.dense2 = nn.Linear(width, text_width)
+        self.dropout2 = nn.Dropout(text_dropout)
+        self.LayerNorm2 = nn.LayerNorm(text_width, eps=eps)
+        self.q_dense2 = nn.Linear(width, text_width)
+        for dead in (self.q_dense1, self.q_dense2):
+            dead.requires_grad_(False)
+
+    def forward(
+        self, vision_context: Tensor, vision: Tensor, text_context: Tensor, text: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Project each context back to its stream's width, add the residual, normalize."""
+        vision_out = self.LayerNorm1(self.dropout1(self.dense1(vision_context)) + vision)
+        text_out = self.LayerNorm2(self.dropout2(self.dense2(text_context)) + text)
+        return vision_out, text_out
+
+
+class CoAttentionLayer(nn.Module):
+    """One ViLBERT connection layer (`BertConnectionLayer`)."""
+
+    def __init__(
+        self,
+        *,
+        width: int,
+        heads: int,
+        vision_width: int,
+        vision_intermediate: int,
+        vision_attn_dropout: float,
+        vision_dropout: float,
+        text_width: int,
+        text_intermediate: int,
+        text_attn_dropout: float,
+        text_dropout: float,
+        eps: float,
+    ) -> None:
+        super().__init__()
+        self.biattention = BiAttention(
+            vision_width,
+            text_width,
+            width,
+            heads,
+            text_queries_dropout=vision_attn_dropout,
+            vision_queries_dropout=text_attn_dropout,
+        )
+        self.biOutput = BiOutput(width, vision_width, text_width, vision_dropout, text_dropout, eps)
+        self.v_intermediate = Intermediate(vision_width, vision_intermediate)
+        self.v_output = ResidualOutput(vision_intermediate, vision_width, vision_dropout, eps)
+        self.t_intermediate = Intermediate(text_width, text_intermediate)
+        self.t_output = ResidualOutput(text_intermediate, text_width, text_dropout, eps)
+
+    def forward(
+        self,
+        vision: Tensor,
+        vision_mask: Tensor,
+        text: Tensor,
+        text_mask: Tensor,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """Exchange information between the streams; returns new (vision, text) states and the
+        text→regions and regions→text probabilities when asked for."""
+        vision_context, text_context, text_to_vision, vision_to_text = self.biattention(
+            vision, vision_mask, text, text_mask, need_weights
+        )
+        vision_att, text_att = self.biOutput(vision_context, vision, text_context, text)
+        vision_out = self.v_output(self.v_intermediate(vision_att), vision_att)
+        text_out = self.t_output(self.t_intermediate(text_att), text_att)
+        return vision_out, text_out, text_to_vision, vision_to_text
