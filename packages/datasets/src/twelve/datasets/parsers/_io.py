@@ -81,14 +81,46 @@ def iter_json_lines(path: Path) -> Iterator[tuple[int, Any]]:
         ) from error
 
 
+def python2_text(text: str) -> str:
+    """Undo the latin-1 decoding of a Python 2 byte string that held UTF-8 text.
+
+    The restricted unpickler decodes Python 2 ``str`` values as latin-1, so UTF-8 bytes come out
+    as mojibake (``"cafÃ©"``); re-encoding and decoding as UTF-8 restores them. Text that is not
+    such mojibake (ASCII, or real latin-1 text from a Python 2 ``unicode``) is returned unchanged.
+    """
+    if text.isascii() or max(text) > "\xff":
+        return text
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except UnicodeDecodeError:
+        return text
+
+
+def _repair_text(value: Any) -> Any:
+    """Apply `python2_text` to every string inside lists, tuples and dicts (keys included)."""
+    if isinstance(value, str):
+        return python2_text(value)
+    if isinstance(value, list):
+        return [_repair_text(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_repair_text(item) for item in value)
+    if isinstance(value, dict):
+        return {_repair_text(key): _repair_text(item) for key, item in value.items()}
+    return value
+
+
 def load_pickle(path: Path) -> Any:
-    """Read one of the original project's pickles through the restricted (builtins-only) loader."""
+    """Read one of the original project's pickles through the restricted (builtins-only) loader.
+
+    Strings are returned as Python 3 text, with Python 2 UTF-8 byte strings decoded as UTF-8.
+    """
     from twelve.features.safe_pickle import restricted_load
 
     try:
-        return restricted_load(path, allow_numpy=False)
+        data = restricted_load(path, allow_numpy=False)
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
         raise DataFormatError(path, f"cannot be read as a builtins-only pickle: {error}") from error
+    return _repair_text(data)
 
 
 def build(model: type[ModelT], path: Path, location: str, **fields: Any) -> ModelT:
