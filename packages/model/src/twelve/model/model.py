@@ -62,6 +62,10 @@ class MultiTaskViLBERT(nn.Module):
                 elif name.endswith((".qkv.bias", "_qkv.bias", "predictions.bias")):
                     parameter.zero_()
 
+    def tie_weights(self) -> None:
+        """Make the masked-LM decoder share the word-embedding matrix (as the original)."""
+        self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
+
     def set_attention_implementation(self, implementation: AttentionImplementation) -> None:
         """Switch every attention block between SDPA (fast) and eager (reference) computation."""
         self.bert.set_attention_implementation(implementation)
