@@ -65,12 +65,9 @@ def _read_annotations(path: Path) -> dict[int, dict[str, object]]:
     annotations: dict[int, dict[str, object]] = {}
     for item in document.items("annotations"):
         question_id = item.int("question_id")
-        answers = []
-        for answer in item.items("answers"):
-            answers.append(answer.str("answer"))
         annotations[question_id] = {
             "image_id": item.int("image_id"),
-            "answers": tuple(answers),
+            "answers": item.strings_in("answers", "answer"),
             "multiple_choice_answer": item.str("multiple_choice_answer"),
             "question_type": item.optional_str("question_type"),
             "answer_type": item.optional_str("answer_type"),
