@@ -18,7 +18,7 @@ from twelve.datasets.answers import (
     vocabulary_from_counts,
     vqa_target,
 )
-from twelve.datasets.errors import DataFormatError, MissingDataError
+from twelve.datasets.errors import DataFormatError, MissingDataError, VocabularyError
 from twelve.datasets.parsers import read_split
 from twelve.datasets.records import AnswerTarget, GQAQuestion, VGQAPair, VQAQuestion
 
@@ -57,7 +57,7 @@ def test_frequency_order() -> None:
         source="test",
     )
     assert vocabulary.answers == ("c", "b", "a")
-    with pytest.raises(ValueError, match="no answer occurs"):
+    with pytest.raises(VocabularyError, match="no answer occurs"):
         vocabulary_from_counts([(1, "a")], min_count=2, name="x", source="test")
 
 
@@ -66,7 +66,7 @@ def test_vocabulary_from_parsed_vqa_files(tmp_path: Path, official_files) -> Non
     questions = read_split("vqa", tmp_path, "train2014") + read_split("vqa", tmp_path, "val2014")
     vocabulary = build_vqa_vocabulary(questions, min_count=1)
     assert set(vocabulary.answers) == {"yes", "2", "maroon", "no"}
-    with pytest.raises(ValueError, match="annotated splits"):
+    with pytest.raises(VocabularyError, match="annotated splits"):
         build_vqa_vocabulary(read_split("vqa", tmp_path, "test2015"))
 
 

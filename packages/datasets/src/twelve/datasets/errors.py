@@ -103,3 +103,7 @@ class UnknownSplitError(DatasetError, ValueError):
         self.task = task
         self.split = split
         super().__init__(f"{task}: unknown split {split!r}; known splits: {', '.join(known)}")
+
+
+class VocabularyError(DatasetError, ValueError):
+    """An answer vocabulary cannot be built from the given examples (no answers, none frequent)."""

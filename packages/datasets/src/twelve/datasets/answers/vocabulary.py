@@ -22,7 +22,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from twelve.datasets.answers.normalize import normalize_answer
-from twelve.datasets.errors import DataFormatError, MissingDataError
+from twelve.datasets.errors import DataFormatError, MissingDataError, VocabularyError
 from twelve.datasets.records import GQAQuestion, VGQAPair, VQAQuestion
 
 FORMAT = "twelve-answer-vocabulary"
@@ -206,7 +206,7 @@ def vocabulary_from_counts(
 ) -> AnswerVocabulary:
     """Keep answers given for at least `min_count` distinct keys; most frequent first, then A-Z."""
     if min_count < 1:
-        raise ValueError(f"min_count must be at least 1, got {min_count}")
+        raise VocabularyError(f"min_count must be at least 1, got {min_count}")
     keys: defaultdict[str, set[Hashable]] = defaultdict(set)
     for key, answer in keyed_answers:
         keys[answer].add(key)
@@ -215,7 +215,7 @@ def vocabulary_from_counts(
         key=lambda item: (-item[1], item[0]),
     )
     if not kept:
-        raise ValueError(
+        raise VocabularyError(
             f"no answer occurs for {min_count} or more questions among {len(keys)} distinct "
             "answers; lower min_count or give more data"
         )
@@ -239,7 +239,7 @@ def build_vqa_vocabulary(
     def keyed() -> Iterable[tuple[Hashable, str]]:
         for question in questions:
             if question.multiple_choice_answer is None:
-                raise ValueError(
+                raise VocabularyError(
                     f"VQA question {question.question_id} has no multiple_choice_answer: build "
                     "the vocabulary from annotated splits (train2014, val2014)"
                 )
@@ -265,7 +265,7 @@ def build_gqa_vocabulary(
     def keyed() -> Iterable[tuple[Hashable, str]]:
         for question in questions:
             if question.answer is None:
-                raise ValueError(
+                raise VocabularyError(
                     f"GQA question {question.question_id} has no answer: build the vocabulary "
                     "from train/val"
                 )
@@ -284,7 +284,7 @@ def build_vg_qa_vocabulary(
     def keyed() -> Iterable[tuple[Hashable, str]]:
         for pair in pairs:
             if pair.answer is None:
-                raise ValueError(f"VG QA pair {pair.qa_id} has no answer text")
+                raise VocabularyError(f"VG QA pair {pair.qa_id} has no answer text")
             yield pair.qa_id, normalize_answer(pair.answer)
 
     return vocabulary_from_counts(
