@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from twelve.datasets.errors import DataFormatError
@@ -84,3 +86,39 @@ def test_target_must_be_one_of_the_objects(tmp_path: Path, official_files) -> No
         "object_id",
         1,
     )
+
+
+def test_original_cached_image_objects(tmp_path: Path, official_files) -> None:
+    official_files.write_guesswhat(tmp_path, compressed=False)
+    cache = tmp_path / "cache"
+    official_files.write_python2_pickle(
+        cache / "image_bbox_list.pkl", {9: {"bboxes": [92, 90, 92, 91]}, 25: {"bboxes": [250]}}
+    )
+    # boxes as the original stored them: plain lists, or numpy arrays
+    boxes = {
+        90: [0.0, 1.0, 2.0, 3.0],
+        91: np.array([1, 2, 3, 4.5]),
+        92: (5, 6, 7, 8),
+        250: [1, 1, 2, 2],
+    }
+    (cache / "bboxes_dict.pkl").write_bytes(pickle.dumps(boxes, protocol=2))
+    images = annotated_images("guesswhat", tmp_path)
+    assert [o.object_id for o in images["9"].objects] == [90, 91, 92]
+    assert images["9"].objects[1].box == (1.0, 2.0, 3.0, 4.5)
+    assert images["25"].objects[0].box == (1.0, 1.0, 2.0, 2.0)
+    # with the official game files present they win, unless the original layout is asked for
+    official_files.write_guesswhat(tmp_path)
+    assert [o.object_id for o in annotated_images("guesswhat", tmp_path)["25"].objects] == [
+        250,
+        251,
+        252,
+    ]
+    assert len(annotated_images("guesswhat", tmp_path, layout="original")["25"].objects) == 1
+
+
+def test_original_cache_missing_box(tmp_path: Path, official_files) -> None:
+    cache = tmp_path / "cache"
+    official_files.write_python2_pickle(cache / "image_bbox_list.pkl", {9: {"bboxes": [1, 2]}})
+    official_files.write_python2_pickle(cache / "bboxes_dict.pkl", {1: [0, 0, 1, 1]})
+    with pytest.raises(DataFormatError, match="no box for object 2 of image 9"):
+        annotated_images("guesswhat", tmp_path, layout="original")

@@ -32,13 +32,7 @@ from twelve.datasets.parsers import (
     vqa,
 )
 from twelve.datasets.parsers._io import Layout
-from twelve.datasets.records import (
-    AnnotatedImage,
-    AnnotatedObject,
-    AnyRecord,
-    CaptionImage,
-    GuessWhatGame,
-)
+from twelve.datasets.records import AnnotatedImage, AnyRecord, CaptionImage
 
 __all__ = [
     "DatasetParser",
@@ -194,46 +188,15 @@ def count_images(records: Iterable[AnyRecord]) -> int:
     return len({key for record in records for key in record.feature_keys})
 
 
-def _guesswhat_images(root: Path, split: str | None) -> dict[int, AnnotatedImage]:
-    """Each image of the games (of a split, or all) with the union of their objects, by id."""
-    games: list[GuessWhatGame] = []
-    for name in (split,) if split is not None else guesswhat.SPLITS:
-        games.extend(guesswhat.read(root, name))
-    objects: dict[int, dict[int, AnnotatedObject]] = {}
-    sizes: dict[int, tuple[int | None, int | None, str | None]] = {}
-    for game in games:
-        sizes.setdefault(game.image_id, (game.image_width, game.image_height, game.image_file_name))
-        per_image = objects.setdefault(game.image_id, {})
-        for obj in game.objects:
-            per_image.setdefault(
-                obj.object_id,
-                AnnotatedObject(
-                    object_id=obj.object_id,
-                    box=obj.box,
-                    category_id=obj.category_id,
-                    category=obj.category,
-                ),
-            )
-    return {
-        image_id: AnnotatedImage(
-            image_id=image_id,
-            width=sizes[image_id][0],
-            height=sizes[image_id][1],
-            file_name=sizes[image_id][2],
-            objects=tuple(per_image[object_id] for object_id in sorted(per_image)),
-        )
-        for image_id, per_image in objects.items()
-    }
-
-
 def annotated_images(
-    task: str, root: Path | str, split: str | None = None
+    task: str, root: Path | str, split: str | None = None, *, layout: Layout | None = None
 ) -> dict[str, AnnotatedImage]:
     """Ground-truth objects per image of a grounding task, keyed by feature-store key.
 
     Objects are sorted by id: RefCOCO* every ``instances.json`` annotation of the image (`split`
     is ignored: the file is shared); Visual7W the boxes its QA pairs refer to; GuessWhat the
-    union of its games' objects. This is the box order of ground-truth-box features.
+    union of its games' objects, or the original's cached per-image object lists
+    (`guesswhat.read_images`). This is the box order of ground-truth-box features.
     """
     root = Path(root)
     if task in refer.SPLIT_BY:
@@ -241,8 +204,7 @@ def annotated_images(
     if task == "visual7w":
         return {f"v7w_{key}": image for key, image in visual7w.read_images(root, split).items()}
     if task == "guesswhat":
-        if split is not None and split not in guesswhat.SPLITS:
-            raise UnknownSplitError(task, split, guesswhat.SPLITS)
-        return {str(key): image for key, image in _guesswhat_images(root, split).items()}
+        images = guesswhat.read_images(root, split, layout)
+        return {str(key): image for key, image in images.items()}
     parser(task)  # an unknown task gets the list of known ones
     raise ValueError(f"{task} has no ground-truth boxes; only grounding tasks do")

@@ -109,17 +109,19 @@ def _repair_text(value: Any) -> Any:
     return value
 
 
-def load_pickle(path: Path) -> Any:
-    """Read one of the original project's pickles through the restricted (builtins-only) loader.
+def load_pickle(path: Path, *, allow_numpy: bool = False) -> Any:
+    """Read one of the original project's pickles through the restricted unpickler.
 
+    Only builtin containers and scalars are admitted (and numpy arrays if `allow_numpy`).
     Strings are returned as Python 3 text, with Python 2 UTF-8 byte strings decoded as UTF-8.
     """
     from twelve.features.safe_pickle import restricted_load
 
     try:
-        data = restricted_load(path, allow_numpy=False)
+        data = restricted_load(path, allow_numpy=allow_numpy)
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
-        raise DataFormatError(path, f"cannot be read as a builtins-only pickle: {error}") from error
+        kind = "builtins-and-numpy" if allow_numpy else "builtins-only"
+        raise DataFormatError(path, f"cannot be read as a {kind} pickle: {error}") from error
     return _repair_text(data)
 
 
