@@ -12,7 +12,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION: Final = 1
 OBJECT_CLASSES_KEY: Final = "object_classes"
-"""`extra` key holding the JSON list of object class names (index = object id)."""
+"""`extra` key holding the JSON list of object class names, indexed by object id (a column of
+`class_probs`: entry 0 is background; a list without it is read as starting at id 1)."""
 ATTRIBUTE_CLASSES_KEY: Final = "attribute_classes"
 """`extra` key holding the JSON list of attribute class names (index = attribute id)."""
 

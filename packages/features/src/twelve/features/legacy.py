@@ -21,6 +21,7 @@ import lmdb
 import numpy as np
 from pydantic import ValidationError
 
+from twelve.features._lmdb_env import ENVIRONMENTS
 from twelve.features.codec import ArrayInfo, RecordInfo, StorageDtype
 from twelve.features.errors import (
     CorruptRecordError,
@@ -37,31 +38,20 @@ LEGACY_EXTRACTOR: Final = "vilbert-multi-task-legacy"
 _KEYS_KEY: Final = b"keys"
 
 
-def _open_env(path: Path) -> lmdb.Environment:
-    return lmdb.open(
-        str(path),
-        readonly=True,
-        lock=False,
-        readahead=False,
-        meminit=False,
-        subdir=path.is_dir(),
-    )
-
-
 def is_legacy_store(path: str | Path) -> bool:
     """True when `path` is an LMDB with the original layout (a pickled key list at b"keys")."""
     path = Path(path)
     if not path.exists():
         return False
     try:
-        env = _open_env(path)
-    except lmdb.Error:
+        env = ENVIRONMENTS.acquire(path)
+    except (lmdb.Error, OSError):
         return False
     try:
         with env.begin(buffers=True) as txn:
             return txn.get(_KEYS_KEY) is not None
     finally:
-        env.close()
+        ENVIRONMENTS.release(env)
 
 
 class LegacyFeatureStore:
@@ -92,7 +82,7 @@ class LegacyFeatureStore:
         if self._env is None:
             with self._lock:
                 if self._env is None:
-                    self._env = _open_env(self.path)
+                    self._env = ENVIRONMENTS.acquire(self.path)
         return self._env
 
     def _unpickle(self, raw: bytes, what: str) -> object:
@@ -180,7 +170,7 @@ class LegacyFeatureStore:
     def close(self) -> None:
         """Release this process's LMDB handle."""
         if self._env is not None and self._pid == os.getpid():
-            self._env.close()
+            ENVIRONMENTS.release(self._env)
         self._env, self._pid = None, None
 
     def __enter__(self) -> Self:

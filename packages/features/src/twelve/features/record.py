@@ -36,7 +36,7 @@ class RegionFeatures(BaseModel):
     class_probs: np.ndarray | None = None
     """(N, C) detector class distribution (background first), kept for pretraining targets."""
     object_ids: np.ndarray | None = None
-    """(N,) int64 best object class per region."""
+    """(N,) int64 best object class per region: a column of `class_probs` (0 is background)."""
     object_scores: np.ndarray | None = None
     """(N,) float32 score of that class."""
     attribute_ids: np.ndarray | None = None

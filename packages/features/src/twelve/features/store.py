@@ -14,6 +14,7 @@ import os
 import shutil
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +33,7 @@ from typing import (
 import lmdb
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from twelve.features._lmdb_env import ENVIRONMENTS
 from twelve.features.codec import (
     RecordFormatError,
     RecordInfo,
@@ -142,7 +144,9 @@ def _image_key(image_id: object, store: Path) -> bytes:
     return key
 
 
-def _open_readonly(path: Path) -> lmdb.Environment:
+@contextmanager
+def _borrowed(path: Path) -> Iterator[lmdb.Environment]:
+    """The shared read-only environment of `path`, with errors that say what is wrong."""
     if not path.exists():
         hint = ""
         partial = path.with_name(path.name + PARTIAL_SUFFIX)
@@ -150,17 +154,13 @@ def _open_readonly(path: Path) -> lmdb.Environment:
             hint = f"; an unfinished build is at {partial}: resume it to complete the store"
         raise NotAFeatureStoreError(f"no feature store at {path}{hint}")
     try:
-        return lmdb.open(
-            str(path),
-            readonly=True,
-            lock=False,
-            readahead=False,
-            meminit=False,
-            max_dbs=2,
-            subdir=path.is_dir(),
-        )
-    except lmdb.Error as error:
+        env = ENVIRONMENTS.acquire(path)
+    except (lmdb.Error, OSError) as error:
         raise NotAFeatureStoreError(f"{path} is not an LMDB feature store ({error})") from None
+    try:
+        yield env
+    finally:
+        ENVIRONMENTS.release(env)
 
 
 def _open_twelve_dbs(env: lmdb.Environment, path: Path) -> tuple[Any, Any]:
@@ -210,8 +210,13 @@ class FeatureStore:
         resume: bool = True,
         batch_size: int = 64,
         batch_bytes: int = 256 * _MIB,
+        map_size: int = 64 * _MIB,
     ) -> FeatureStoreWriter:
-        """Start (or continue, with `resume`) writing the store at `path`."""
+        """Start (or continue, with `resume`) writing the store at `path`.
+
+        Records are committed every `batch_size` records or `batch_bytes` bytes; the LMDB map
+        starts at `map_size` bytes and doubles whenever it is full.
+        """
         spec = StoreSpec(
             extractor=extractor,
             config_sha256=config_sha256,
@@ -223,7 +228,12 @@ class FeatureStore:
             extra=extra or {},
         )
         return FeatureStoreWriter(
-            Path(path), spec, resume=resume, batch_size=batch_size, batch_bytes=batch_bytes
+            Path(path),
+            spec,
+            resume=resume,
+            batch_size=batch_size,
+            batch_bytes=batch_bytes,
+            map_size=map_size,
         )
 
     @staticmethod
@@ -257,12 +267,9 @@ class FeatureStoreReader:
         self._records: Any = None
         self._pid: int | None = None
         self._lock = threading.Lock()
-        env = _open_readonly(self.path)
-        try:
+        with _borrowed(self.path) as env:
             _, meta = _open_twelve_dbs(env, self.path)
             header = _read_json_record(env, meta, _HEADER_KEY, StoreHeader, self.path)
-        finally:
-            env.close()
         if header is None:
             raise NotAFeatureStoreError(f"{self.path}: the store has no header (unfinished?)")
         self._header = header
@@ -282,9 +289,10 @@ class FeatureStoreReader:
         if self._env is None:
             with self._lock:
                 if self._env is None:
-                    env = _open_readonly(self.path)
-                    self._records, _ = _open_twelve_dbs(env, self.path)
-                    self._env = env
+                    with _borrowed(self.path) as env:
+                        records, _ = _open_twelve_dbs(env, self.path)
+                        self._env = ENVIRONMENTS.acquire(self.path)  # held until close()
+                    self._records = records
         return self._env, self._records
 
     def __len__(self) -> int:
@@ -345,7 +353,7 @@ class FeatureStoreReader:
     def close(self) -> None:
         """Release this process's LMDB handle (it reopens on the next read)."""
         if self._env is not None and self._pid == os.getpid():
-            self._env.close()
+            ENVIRONMENTS.release(self._env)
         self._env, self._records, self._pid = None, None, None
 
     def __enter__(self) -> Self:
@@ -397,9 +405,10 @@ class FeatureStoreWriter:
         resume: bool,
         batch_size: int = 64,
         batch_bytes: int = 256 * _MIB,
+        map_size: int = 64 * _MIB,
     ) -> None:
-        if batch_size < 1 or batch_bytes < 1:
-            raise ValueError("batch_size and batch_bytes must be positive")
+        if batch_size < 1 or batch_bytes < 1 or map_size < 1:
+            raise ValueError("batch_size, batch_bytes and map_size must be positive")
         self.path = path
         self.partial_path = path.with_name(path.name + PARTIAL_SUFFIX)
         self.spec = spec
@@ -426,7 +435,7 @@ class FeatureStoreWriter:
         self.partial_path.mkdir(parents=True, exist_ok=True)
         self._env = lmdb.open(
             str(self.partial_path),
-            map_size=64 * _MIB,
+            map_size=map_size,
             max_dbs=2,
             subdir=True,
             readahead=False,
@@ -449,12 +458,9 @@ class FeatureStoreWriter:
             raise
 
     def _check_existing(self, path: Path) -> None:
-        env = _open_readonly(path)
-        try:
+        with _borrowed(path) as env:
             _, meta = _open_twelve_dbs(env, path)
             state = _read_json_record(env, meta, _BUILD_KEY, _BuildState, path)
-        finally:
-            env.close()
         if state is None:
             raise NotAFeatureStoreError(f"{path}: no build record, cannot add images to it")
         _check_same_spec(state.spec, self.spec, path)
