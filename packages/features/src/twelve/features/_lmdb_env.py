@@ -60,6 +60,16 @@ class SharedEnvironments:
             self._open[identity] = (env, count + 1)
             return env
 
+    def is_open(self, path: Path) -> bool:
+        """True when this process holds the environment at `path` open for reading."""
+        self._reset_after_fork()
+        try:
+            identity = _file_identity(path)
+        except OSError:
+            return False
+        with self._lock:
+            return identity in self._open
+
     def release(self, env: lmdb.Environment) -> None:
         """Give back an environment from `acquire`; the last release closes it."""
         self._reset_after_fork()

@@ -104,7 +104,7 @@ def draw_regions(
     scale_x = canvas.width / record.image_width
     scale_y = canvas.height / record.image_height
     draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default()
+    font = ImageFont.load_default(size=max(10, min(canvas.size) // 40))
     labels = region_labels(record, names)
     count = record.num_boxes if top is None else min(top, record.num_boxes)
     width = max(1, round(min(canvas.size) / 300))

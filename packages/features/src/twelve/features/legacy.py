@@ -239,23 +239,23 @@ def convert_legacy(
     from twelve.features.store import FeatureStore
 
     legacy = LegacyFeatureStore(source, trust_pickle=trust_pickle)
-    keys = legacy.keys()
-    header = legacy.header
-    writer = FeatureStore.create(
-        destination,
-        extractor=extractor,
-        feature_dim=header.feature_dim,
-        dtype=dtype,
-        max_boxes=max_boxes,
-        extra={"converted_from": str(Path(source).resolve())},
-    )
-    with writer:
-        for image_id in keys:
-            written = False
-            if image_id not in writer:
-                written = writer.put(legacy.get(image_id, as_float32=False))
-            if on_record is not None:
-                on_record(image_id, written)
-        result = writer.close()
-    legacy.close()
-    return result
+    try:
+        keys = legacy.keys()
+        writer = FeatureStore.create(
+            destination,
+            extractor=extractor,
+            feature_dim=legacy.header.feature_dim,
+            dtype=dtype,
+            max_boxes=max_boxes,
+            extra={"converted_from": str(Path(source).resolve())},
+        )
+        with writer:
+            for image_id in keys:
+                written = False
+                if image_id not in writer:
+                    written = writer.put(legacy.get(image_id, as_float32=False))
+                if on_record is not None:
+                    on_record(image_id, written)
+            return writer.close()
+    finally:
+        legacy.close()

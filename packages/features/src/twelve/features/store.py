@@ -427,6 +427,11 @@ class FeatureStoreWriter:
                 raise FeatureStoreError(
                     f"both {path} and an unfinished {self.partial_path} exist; delete one"
                 )
+            if ENVIRONMENTS.is_open(path):
+                raise FeatureStoreError(
+                    f"{path} is open for reading in this process; close its readers "
+                    "(reader.close()) before adding images to it"
+                )
             self._check_existing(path)
             path.rename(self.partial_path)  # reopened for appending: published again on close
         elif self.partial_path.exists() and not resume:
