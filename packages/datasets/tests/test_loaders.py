@@ -12,7 +12,7 @@ import torch
 from pydantic import ValidationError
 
 from twelve.datasets.loaders import LoaderConfig, ShardedSampler, TaskLoader
-from twelve.datasets.tasks import FeatureStores, open_task_dataset
+from twelve.datasets.tasks import open_task_dataset
 from twelve.datasets.tasks.base import TaskDataset
 
 worlds = SimpleNamespace(**runpy.run_path(str(Path(__file__).with_name("task_worlds.py"))))
@@ -24,11 +24,10 @@ def datasets(
 ) -> dict[str, TaskDataset[Any, Any]]:
     root = tmp_path_factory.mktemp("loaders")
     tokenizer = worlds.tokenizer(root)
-    stores = FeatureStores()
     out = {}
     for task, split in (("vqa", "trainval"), ("retrieval_coco", "train")):
         spec, data = worlds.build_world(task, root / task, official_files)
-        out[task] = open_task_dataset(spec, data, split, tokenizer, stores=stores)
+        out[task] = open_task_dataset(spec, data, split, tokenizer)
     return out
 
 

@@ -16,7 +16,7 @@ from twelve.datasets.batch import AnswerBatch
 from twelve.datasets.errors import EmptySplitError
 from twelve.datasets.regions import MissingImageFeaturesError
 from twelve.datasets.specs import TaskSpec
-from twelve.datasets.tasks import FeatureStores, TaskData, open_task_dataset
+from twelve.datasets.tasks import TaskData, open_task_dataset
 from twelve.datasets.tasks.base import TaskConfigError
 from twelve.datasets.tokenizer import BertTokenizer
 
@@ -26,12 +26,6 @@ worlds = SimpleNamespace(**runpy.run_path(str(Path(__file__).with_name("task_wor
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> BertTokenizer:
     return worlds.tokenizer(tmp_path_factory.mktemp("vocab"))
-
-
-@pytest.fixture(scope="module")
-def stores() -> FeatureStores:
-    """One reader per store for the whole module (LMDB opens a file once per process)."""
-    return FeatureStores()
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +40,16 @@ def world(
 
 
 def _batch(
-    spec: TaskSpec, data: TaskData, split: str, tokenizer: BertTokenizer, stores: FeatureStores
+    spec: TaskSpec, data: TaskData, split: str, tokenizer: BertTokenizer
 ) -> tuple[Any, AnswerBatch]:
-    dataset = open_task_dataset(spec, data, split, tokenizer, stores=stores)
+    dataset = open_task_dataset(spec, data, split, tokenizer)
     return dataset, dataset.batch(list(range(len(dataset))))
 
 
-def test_vqa_soft_targets(world: dict, tokenizer: BertTokenizer, stores: FeatureStores) -> None:
+def test_vqa_soft_targets(world: dict, tokenizer: BertTokenizer) -> None:
     spec, data = world["vqa"]
     vocabulary = AnswerVocabulary.load(data.answer_vocab)
-    dataset, batch = _batch(spec, data, "val2014", tokenizer, stores)
+    dataset, batch = _batch(spec, data, "val2014", tokenizer)
     assert batch.target is not None
     assert batch.target.shape == (len(dataset), spec.num_labels)
     for row, record in enumerate(dataset.records):
@@ -74,9 +68,9 @@ def test_vqa_soft_targets(world: dict, tokenizer: BertTokenizer, stores: Feature
     assert batch.image_ids == tuple(str(r.image_id) for r in dataset.records)
 
 
-def test_vqa_inputs(world: dict, tokenizer: BertTokenizer, stores: FeatureStores) -> None:
+def test_vqa_inputs(world: dict, tokenizer: BertTokenizer) -> None:
     spec, data = world["vqa"]
-    dataset, batch = _batch(spec, data, "trainval", tokenizer, stores)
+    dataset, batch = _batch(spec, data, "trainval", tokenizer)
     assert dataset.training  # the spec's train split
     assert batch.input_ids[:, 0].eq(tokenizer.cls_id).all()
     lengths = batch.text_mask.sum(1)
@@ -90,38 +84,32 @@ def test_vqa_inputs(world: dict, tokenizer: BertTokenizer, stores: FeatureStores
     )
 
 
-def test_test_split_has_no_target(
-    world: dict, tokenizer: BertTokenizer, stores: FeatureStores
-) -> None:
+def test_test_split_has_no_target(world: dict, tokenizer: BertTokenizer) -> None:
     spec, data = world["vqa"]
-    dataset, batch = _batch(spec, data, "test-dev2015", tokenizer, stores)
+    dataset, batch = _batch(spec, data, "test-dev2015", tokenizer)
     assert batch.target is None
     assert len(batch.example_ids) == len(dataset)
     with pytest.raises(TaskConfigError, match="cannot train on a split without answers"):
-        open_task_dataset(spec, data, "test2015", tokenizer, training=True, stores=stores)
+        open_task_dataset(spec, data, "test2015", tokenizer, training=True)
 
 
-def test_gqa_single_answer_targets(
-    world: dict, tokenizer: BertTokenizer, stores: FeatureStores
-) -> None:
+def test_gqa_single_answer_targets(world: dict, tokenizer: BertTokenizer) -> None:
     spec, data = world["gqa"]
     vocabulary = AnswerVocabulary.load(data.answer_vocab)
-    dataset, batch = _batch(spec, data, "testdev", tokenizer, stores)
+    dataset, batch = _batch(spec, data, "testdev", tokenizer)
     for row, record in enumerate(dataset.records):
         assert batch.target[row].sum() == 1.0
         assert batch.target[row, vocabulary.label(record.answer)] == 1.0
         assert batch.example_ids[row] == record.question_id  # strings with leading zeros
     assert batch.example_ids[0].startswith("0")
-    assert _batch(spec, data, "challenge", tokenizer, stores)[1].target is None
+    assert _batch(spec, data, "challenge", tokenizer)[1].target is None
     assert batch.image_ids[0].startswith("n")  # test images keep their string ids
 
 
-def test_vg_qa_answers_are_normalised(
-    world: dict, tokenizer: BertTokenizer, stores: FeatureStores
-) -> None:
+def test_vg_qa_answers_are_normalised(world: dict, tokenizer: BertTokenizer) -> None:
     spec, data = world["vg_qa"]
     vocabulary = AnswerVocabulary.load(data.answer_vocab)
-    dataset, batch = _batch(spec, data, "all", tokenizer, stores)
+    dataset, batch = _batch(spec, data, "all", tokenizer)
     row = next(i for i, r in enumerate(dataset.records) if r.answer == "Green.")
     assert batch.target[row, vocabulary.label("green")] == 1.0
 
@@ -131,7 +119,6 @@ def test_original_precomputed_targets_are_used_as_they_are(
     official_files: ModuleType,
     tokenizer: BertTokenizer,
     world: dict,
-    stores: FeatureStores,
 ) -> None:
     spec, data = world["vqa"]
     files = tmp_path / "vqa"
@@ -151,43 +138,38 @@ def test_original_precomputed_targets_are_used_as_they_are(
     for subtype, rows in targets.items():
         official_files.write_original_targets(files / "cache" / f"{subtype[:-4]}_target.pkl", rows)
     original = data.model_copy(update={"root": files, "answer_vocab": None})
-    _, batch = _batch(spec, original, "val2014", tokenizer, stores)
+    _, batch = _batch(spec, original, "val2014", tokenizer)
     assert batch.target[:, 1].eq(0.3).all()
     assert batch.target[:, 2].eq(1.0).all()
     assert batch.target.sum() == pytest.approx(1.3 * batch.batch_size)
 
 
-def test_vocabulary_must_match_the_head(
-    world: dict, tokenizer: BertTokenizer, stores: FeatureStores
-) -> None:
+def test_vocabulary_must_match_the_head(world: dict, tokenizer: BertTokenizer) -> None:
     spec, data = world["vqa"]
     with pytest.raises(TaskConfigError, match="answers but the task's head has 3129 outputs"):
-        open_task_dataset(
-            spec.with_overrides({"num_labels": 3129}), data, "val2014", tokenizer, stores=stores
-        )
+        open_task_dataset(spec.with_overrides({"num_labels": 3129}), data, "val2014", tokenizer)
     with pytest.raises(TaskConfigError, match="twelve data vocab"):
         open_task_dataset(
             spec,
             data.model_copy(update={"answer_vocab": None}),
             "val2014",
             tokenizer,
-            stores=stores,
         )
 
 
 def test_clean_training_sets_drop_test_images(
-    world: dict, tokenizer: BertTokenizer, tmp_path: Path, stores: FeatureStores
+    world: dict, tokenizer: BertTokenizer, tmp_path: Path
 ) -> None:
     spec, data = world["vqa"]
-    full = open_task_dataset(spec, data, "trainval", tokenizer, stores=stores)
+    full = open_task_dataset(spec, data, "trainval", tokenizer)
     images = sorted({r.image_id for r in full.records})
     np.save(tmp_path / "coco_test_ids.npy", np.array(images[:1], dtype=np.int64))
     clean = data.model_copy(update={"exclude_images": tmp_path / "coco_test_ids.npy"})
-    cleaned = open_task_dataset(spec, clean, "trainval", tokenizer, stores=stores)
+    cleaned = open_task_dataset(spec, clean, "trainval", tokenizer)
     assert {r.image_id for r in cleaned.records} == set(images[1:])
     # Evaluation splits are not cleaned.
-    assert len(open_task_dataset(spec, clean, "minval", tokenizer, stores=stores)) == len(
-        open_task_dataset(spec, data, "minval", tokenizer, stores=stores)
+    assert len(open_task_dataset(spec, clean, "minval", tokenizer)) == len(
+        open_task_dataset(spec, data, "minval", tokenizer)
     )
     (tmp_path / "all.txt").write_text("\n".join(map(str, images)) + "\n")
     with pytest.raises(EmptySplitError, match="every image was excluded"):
@@ -196,7 +178,6 @@ def test_clean_training_sets_drop_test_images(
             data.model_copy(update={"exclude_images": tmp_path / "all.txt"}),
             "trainval",
             tokenizer,
-            stores=stores,
         )
 
 
@@ -211,7 +192,7 @@ def test_missing_image_is_named_with_its_task(
 
 
 def test_empty_split_is_an_error(
-    tmp_path: Path, official_files: ModuleType, tokenizer: BertTokenizer, stores: FeatureStores
+    tmp_path: Path, official_files: ModuleType, tokenizer: BertTokenizer
 ) -> None:
     spec, data = worlds.build_world("vqa", tmp_path, official_files)
     empty = {"info": {}, "license": {}, "data_subtype": "val2014", "questions": []}

@@ -14,10 +14,11 @@ from twelve.datasets.errors import DatasetError
 from twelve.datasets.parsers import annotated_images, read_split
 from twelve.datasets.regions import box_iou
 from twelve.datasets.specs import TaskSpec
-from twelve.datasets.tasks import FeatureStores, TaskData, open_task_dataset
+from twelve.datasets.tasks import TaskData, open_task_dataset
 from twelve.datasets.tasks.base import TaskConfigError
 from twelve.datasets.tasks.pointing import guesswhat_text
 from twelve.datasets.tokenizer import BertTokenizer
+from twelve.features.store import FeatureStore
 
 worlds = SimpleNamespace(**runpy.run_path(str(Path(__file__).with_name("task_worlds.py"))))
 
@@ -25,11 +26,6 @@ worlds = SimpleNamespace(**runpy.run_path(str(Path(__file__).with_name("task_wor
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> BertTokenizer:
     return worlds.tokenizer(tmp_path_factory.mktemp("vocab"))
-
-
-@pytest.fixture(scope="module")
-def stores() -> FeatureStores:
-    return FeatureStores()
 
 
 @pytest.fixture(scope="module")
@@ -43,21 +39,23 @@ def world(
     }
 
 
-def test_refcoco_training_targets(
-    world: dict, tokenizer: BertTokenizer, stores: FeatureStores
-) -> None:
+def test_refcoco_training_targets(world: dict, tokenizer: BertTokenizer) -> None:
     spec, data = world["refcoco"]
-    dataset = open_task_dataset(spec, data, "train", tokenizer, stores=stores)
+    dataset = open_task_dataset(spec, data, "train", tokenizer)
     assert dataset.training
     batch = dataset.batch(list(range(len(dataset))))
-    gt_store = stores.open(data.gt_features)
+    gt_store = FeatureStore.open(data.gt_features)
     for row, record in enumerate(dataset.records):
         key = str(record.image_id)
         gt = gt_store.get(key)
         # global + 10 detections + the image's 3 ground-truth boxes, all within R = 101
         assert int(batch.region_mask[row].sum()) == 1 + 10 + gt.num_boxes
         boxes = np.concatenate(
-            [[[0, 0, *worlds.IMAGE_SIZE]], stores.open(data.features).get(key).boxes, gt.boxes]
+            [
+                [[0, 0, *worlds.IMAGE_SIZE]],
+                FeatureStore.open(data.features).get(key).boxes,
+                gt.boxes,
+            ]
         )
         iou = box_iou(boxes, np.array(record.box))
         np.testing.assert_allclose(batch.iou[row, : len(iou)].numpy(), iou, rtol=1e-6)
@@ -69,37 +67,31 @@ def test_refcoco_training_targets(
 
 
 def test_refcoco_evaluation_uses_detections_and_raw_iou(
-    world: dict, tokenizer: BertTokenizer, stores: FeatureStores
+    world: dict, tokenizer: BertTokenizer
 ) -> None:
     spec, data = world["refcoco"]
-    dataset = open_task_dataset(spec, data, "testA", tokenizer, stores=stores)
+    dataset = open_task_dataset(spec, data, "testA", tokenizer)
     batch = dataset.batch(list(range(len(dataset))))
     assert batch.region_mask.sum(1).eq(11).all()  # no ground-truth boxes
     assert torch.equal(batch.target, batch.iou)
     assert batch.iou.lt(0.5).any()
     assert batch.iou.gt(0).any()
-    both = open_task_dataset(spec, data, "test", tokenizer, stores=stores)
-    assert len(both) == len(dataset) + len(
-        open_task_dataset(spec, data, "testB", tokenizer, stores=stores)
-    )
+    both = open_task_dataset(spec, data, "test", tokenizer)
+    assert len(both) == len(dataset) + len(open_task_dataset(spec, data, "testB", tokenizer))
 
 
-def test_refcoco_truncates_to_r(
-    world: dict, tokenizer: BertTokenizer, stores: FeatureStores
-) -> None:
+def test_refcoco_truncates_to_r(world: dict, tokenizer: BertTokenizer) -> None:
     spec, data = world["refcocog"]
-    dataset = open_task_dataset(
-        spec.with_overrides({"max_regions": 12}), data, "train", tokenizer, stores=stores
-    )
+    dataset = open_task_dataset(spec.with_overrides({"max_regions": 12}), data, "train", tokenizer)
     batch = dataset.batch([0, 1])
     assert batch.region_features.shape[1] == 12
     assert batch.region_mask.all()
     assert batch.target.shape == (2, 12)
 
 
-def test_visual7w_candidates(world: dict, tokenizer: BertTokenizer, stores: FeatureStores) -> None:
+def test_visual7w_candidates(world: dict, tokenizer: BertTokenizer) -> None:
     spec, data = world["visual7w"]
-    dataset = open_task_dataset(spec, data, "val", tokenizer, stores=stores)
+    dataset = open_task_dataset(spec, data, "val", tokenizer)
     records = read_split("visual7w", data.root, "val")
     images = annotated_images("visual7w", data.root)
     batch = dataset.batch(list(range(len(dataset))))
@@ -121,7 +113,7 @@ def test_visual7w_candidates(world: dict, tokenizer: BertTokenizer, stores: Feat
         )
         assert batch.example_ids[row] == str(record.qa_id)
         # the candidate's region holds that box's ground-truth features
-        gt = stores.open(data.gt_features).get(record.feature_keys[0])
+        gt = FeatureStore.open(data.gt_features).get(record.feature_keys[0])
         for k, index in enumerate(expected):
             position = ids.index(expected_ids[k])
             torch.testing.assert_close(
@@ -129,11 +121,9 @@ def test_visual7w_candidates(world: dict, tokenizer: BertTokenizer, stores: Feat
             )
 
 
-def test_guesswhat_dialogue_and_candidates(
-    world: dict, tokenizer: BertTokenizer, stores: FeatureStores
-) -> None:
+def test_guesswhat_dialogue_and_candidates(world: dict, tokenizer: BertTokenizer) -> None:
     spec, data = world["guesswhat"]
-    dataset = open_task_dataset(spec, data, "train", tokenizer, stores=stores)
+    dataset = open_task_dataset(spec, data, "train", tokenizer)
     games = read_split("guesswhat", data.root, "train")
     assert len(dataset) == len(games)  # every game is kept, whatever its status
     batch = dataset.batch(list(range(len(dataset))))
@@ -152,11 +142,9 @@ def test_guesswhat_dialogue_and_candidates(
     assert text.startswith("start is it a person")
 
 
-def test_pointing_pads_candidates_across_a_batch(
-    world: dict, tokenizer: BertTokenizer, stores: FeatureStores
-) -> None:
+def test_pointing_pads_candidates_across_a_batch(world: dict, tokenizer: BertTokenizer) -> None:
     spec, data = world["visual7w"]
-    dataset = open_task_dataset(spec, data, "test", tokenizer, stores=stores)
+    dataset = open_task_dataset(spec, data, "test", tokenizer)
     short = dataset.example(0, 0)
     shortened = type(short)(
         short.example_id,
@@ -174,17 +162,13 @@ def test_pointing_pads_candidates_across_a_batch(
     ]
 
 
-def test_pointing_errors(world: dict, tokenizer: BertTokenizer, stores: FeatureStores) -> None:
+def test_pointing_errors(world: dict, tokenizer: BertTokenizer) -> None:
     spec, data = world["visual7w"]
-    small = open_task_dataset(
-        spec.with_overrides({"max_regions": 12}), data, "val", tokenizer, stores=stores
-    )
+    small = open_task_dataset(spec.with_overrides({"max_regions": 12}), data, "val", tokenizer)
     with pytest.raises(
         DatasetError,
         match=r"visual7w: example \d+ points at region \d+ but image 'v7w_5' has 12 regions",
     ):
         small.batch([0])
     with pytest.raises(TaskConfigError, match="pointing needs gt_features"):
-        open_task_dataset(
-            spec, data.model_copy(update={"gt_features": None}), "val", tokenizer, stores=stores
-        )
+        open_task_dataset(spec, data.model_copy(update={"gt_features": None}), "val", tokenizer)

@@ -18,7 +18,7 @@ from twelve.datasets.hard_negatives import (
     nearest_images,
 )
 from twelve.datasets.specs import TaskSpec, get_spec
-from twelve.datasets.tasks import FeatureStores, TaskData, open_ranking_dataset, open_task_dataset
+from twelve.datasets.tasks import TaskData, open_ranking_dataset, open_task_dataset
 from twelve.datasets.tasks.base import ItemKey, TaskConfigError
 from twelve.datasets.tokenizer import BertTokenizer
 from twelve.features.store import FeatureStore
@@ -29,11 +29,6 @@ worlds = SimpleNamespace(**runpy.run_path(str(Path(__file__).with_name("task_wor
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> BertTokenizer:
     return worlds.tokenizer(tmp_path_factory.mktemp("vocab"))
-
-
-@pytest.fixture(scope="module")
-def stores() -> FeatureStores:
-    return FeatureStores()
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +63,9 @@ def _image_of(tokenizer: BertTokenizer, ids: torch.Tensor) -> str:
     return tokenizer.decode(ids.tolist()).split()[0]
 
 
-def test_four_way_example_layout(
-    flickr: tuple, tokenizer: BertTokenizer, stores: FeatureStores
-) -> None:
+def test_four_way_example_layout(flickr: tuple, tokenizer: BertTokenizer) -> None:
     spec, data = flickr
-    dataset = open_task_dataset(spec, data, "train", tokenizer, stores=stores)
+    dataset = open_task_dataset(spec, data, "train", tokenizer)
     assert dataset.training
     assert len(dataset) == 30
     batch = dataset.batch([ItemKey(0, 7), ItemKey(6, 8)])  # captions of images 11 and 12
@@ -97,21 +90,19 @@ def test_four_way_example_layout(
     assert batch.image_ids == again.image_ids
 
 
-def test_negatives_are_drawn_from_the_seed(
-    flickr: tuple, tokenizer: BertTokenizer, stores: FeatureStores
-) -> None:
+def test_negatives_are_drawn_from_the_seed(flickr: tuple, tokenizer: BertTokenizer) -> None:
     spec, data = flickr
-    dataset = open_task_dataset(spec, data, "train", tokenizer, stores=stores)
+    dataset = open_task_dataset(spec, data, "train", tokenizer)
     drawn = {dataset.example(0, seed).regions[2].image_id for seed in range(40)}
     assert drawn == {"12", "13", "14", "15", "16"}  # any other image, never the positive
 
 
 def test_validation_uses_random_negatives_without_a_pool(
-    flickr: tuple, tokenizer: BertTokenizer, stores: FeatureStores
+    flickr: tuple, tokenizer: BertTokenizer
 ) -> None:
     spec, data = flickr
     dataset = open_task_dataset(
-        spec, data.model_copy(update={"hard_negatives": None}), "test", tokenizer, stores=stores
+        spec, data.model_copy(update={"hard_negatives": None}), "test", tokenizer
     )
     assert not dataset.training
     assert len(dataset) == 15
@@ -122,12 +113,11 @@ def test_validation_uses_random_negatives_without_a_pool(
             data.model_copy(update={"hard_negatives": None}),
             "train",
             tokenizer,
-            stores=stores,
         )
 
 
 def test_pool_must_cover_the_training_images(
-    flickr: tuple, tokenizer: BertTokenizer, stores: FeatureStores, tmp_path: Path
+    flickr: tuple, tokenizer: BertTokenizer, tmp_path: Path
 ) -> None:
     spec, data = flickr
     HardNegativePool(("11", "12"), np.array([[0, 1], [1, 0]])).save(tmp_path / "small.npz")
@@ -137,16 +127,15 @@ def test_pool_must_cover_the_training_images(
             data.model_copy(update={"hard_negatives": tmp_path / "small.npz"}),
             "train",
             tokenizer,
-            stores=stores,
         )
 
 
 def test_ranking_dataset_scores_every_caption_against_every_image(
-    flickr: tuple, tokenizer: BertTokenizer, stores: FeatureStores
+    flickr: tuple, tokenizer: BertTokenizer
 ) -> None:
     spec, data = flickr
     ranking = open_ranking_dataset(
-        spec, data, "test", tokenizer, stores=stores, max_images=2, captions_per_image=3
+        spec, data, "test", tokenizer, max_images=2, captions_per_image=3
     )
     assert (ranking.num_images, ranking.num_captions, len(ranking)) == (2, 6, 12)
     assert ranking.caption_image_index.tolist() == [0, 0, 0, 1, 1, 1]
@@ -159,7 +148,7 @@ def test_ranking_dataset_scores_every_caption_against_every_image(
         assert batch.input_ids[row, : len(expected)].tolist() == expected.tolist()
     assert torch.equal(batch.region_features[0], batch.region_features[5])
     assert not torch.equal(batch.region_features[0], batch.region_features[6])
-    full = open_ranking_dataset(spec, data, "test", tokenizer, stores=stores)
+    full = open_ranking_dataset(spec, data, "test", tokenizer)
     assert (full.num_images, full.num_captions) == (3, 15)
 
 

@@ -11,8 +11,9 @@ import torch
 
 from twelve.datasets.parsers import read_split
 from twelve.datasets.specs import TaskSpec
-from twelve.datasets.tasks import FeatureStores, TaskData, open_task_dataset
+from twelve.datasets.tasks import TaskData, open_task_dataset
 from twelve.datasets.tokenizer import BertTokenizer
+from twelve.features.store import FeatureStore
 
 worlds = SimpleNamespace(**runpy.run_path(str(Path(__file__).with_name("task_worlds.py"))))
 
@@ -20,11 +21,6 @@ worlds = SimpleNamespace(**runpy.run_path(str(Path(__file__).with_name("task_wor
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> BertTokenizer:
     return worlds.tokenizer(tmp_path_factory.mktemp("vocab"))
-
-
-@pytest.fixture(scope="module")
-def stores() -> FeatureStores:
-    return FeatureStores()
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +33,15 @@ def world(
     }
 
 
-def test_nlvr2_pairs_are_flattened(
-    world: dict, tokenizer: BertTokenizer, stores: FeatureStores
-) -> None:
+def test_nlvr2_pairs_are_flattened(world: dict, tokenizer: BertTokenizer) -> None:
     spec, data = world["nlvr2"]
-    dataset = open_task_dataset(spec, data, "dev", tokenizer, stores=stores)
+    dataset = open_task_dataset(spec, data, "dev", tokenizer)
     records = read_split("nlvr2", data.root, "dev")
     batch = dataset.batch(list(range(len(dataset))))
     b = len(records)
     assert batch.batch_size == b
     assert batch.num_rows == 2 * b
-    features = stores.open(data.features)
+    features = FeatureStore.open(data.features)
     for i, record in enumerate(records):
         left, right = 2 * i, 2 * i + 1
         assert torch.equal(batch.input_ids[left], batch.input_ids[right])  # sentence repeated
@@ -64,9 +58,9 @@ def test_nlvr2_pairs_are_flattened(
     assert batch.example_ids == tuple(r.identifier for r in records)
 
 
-def test_snli_ve_labels(world: dict, tokenizer: BertTokenizer, stores: FeatureStores) -> None:
+def test_snli_ve_labels(world: dict, tokenizer: BertTokenizer) -> None:
     spec, data = world["snli_ve"]
-    dataset = open_task_dataset(spec, data, "train", tokenizer, stores=stores)
+    dataset = open_task_dataset(spec, data, "train", tokenizer)
     records = read_split("snli_ve", data.root, "train")
     batch = dataset.batch(list(range(len(dataset))))
     order = {"contradiction": 0, "neutral": 1, "entailment": 2}
@@ -77,11 +71,9 @@ def test_snli_ve_labels(world: dict, tokenizer: BertTokenizer, stores: FeatureSt
     assert batch.num_rows == len(records)
 
 
-def test_snli_ve_without_gold_label_trains_as_zeros(
-    world: dict, tokenizer: BertTokenizer, stores: FeatureStores
-) -> None:
+def test_snli_ve_without_gold_label_trains_as_zeros(world: dict, tokenizer: BertTokenizer) -> None:
     spec, data = world["snli_ve"]
-    dataset = open_task_dataset(spec, data, "dev", tokenizer, stores=stores)
+    dataset = open_task_dataset(spec, data, "dev", tokenizer)
     example = dataset.example(0, 0)
     unlabeled = type(example)(example.example_id, example.token_ids, example.regions, None)
     batch = dataset.collate([unlabeled, example])

@@ -51,9 +51,9 @@ def _feature_summary(
     task: str, records: list[Any], features: Path, trust_pickle: bool
 ) -> dict[str, Any]:
     from twelve.datasets.regions import MissingImageFeaturesError
-    from twelve.datasets.tasks import FeatureStores
+    from twelve.features.store import FeatureStore
 
-    store = FeatureStores(trust_pickle=trust_pickle).open(features)
+    store = FeatureStore.open(features, trust_pickle=trust_pickle)
     keys = list(dict.fromkeys(key for record in records for key in record.feature_keys))
     missing = [key for key in keys if key not in store]
     if missing:
@@ -256,8 +256,9 @@ def hard_negatives(
     with _clear_errors():
         from twelve.datasets.hard_negatives import compute_hard_negatives
         from twelve.datasets.specs import get_spec
-        from twelve.datasets.tasks import FeatureStores, read_records
+        from twelve.datasets.tasks import read_records
         from twelve.datasets.tasks.base import load_image_id_list
+        from twelve.features.store import FeatureStore
 
         spec = get_spec(task)
         records = read_records(spec, root, split)
@@ -265,7 +266,7 @@ def hard_negatives(
             excluded = load_image_id_list(exclude_images)
             records = [record for record in records if str(record.image_id) not in excluded]
         image_ids = [str(record.image_id) for record in records]
-        store = FeatureStores(trust_pickle=trust_pickle).open(features)
+        store = FeatureStore.open(features, trust_pickle=trust_pickle)
         with click.progressbar(length=2 * len(image_ids), label=f"{task} pool") as bar:
             pool = compute_hard_negatives(
                 task,

@@ -25,7 +25,6 @@ from twelve.datasets.records import (
 from twelve.datasets.specs import TaskSpec
 from twelve.datasets.tasks.answering import AnswerDataset
 from twelve.datasets.tasks.base import (
-    FeatureStores,
     ItemKey,
     RegionSource,
     TaskConfigError,
@@ -41,7 +40,6 @@ from twelve.datasets.tasks.verification import NLVR2Dataset, SNLIVEDataset
 from twelve.datasets.tokenizer import BertTokenizer
 
 __all__ = [
-    "FeatureStores",
     "ItemKey",
     "TaskData",
     "TaskDataset",
@@ -79,13 +77,11 @@ def _cleaned(
     return drop_excluded(spec.name, split, records, keys, excluded)
 
 
-def _region_source(
-    spec: TaskSpec, data: TaskData, stores: FeatureStores, *, ground_truth: bool
-) -> RegionSource:
+def _region_source(spec: TaskSpec, data: TaskData, *, ground_truth: bool) -> RegionSource:
     gt_store = None
     if ground_truth and data.gt_features is not None:
-        gt_store = stores.open(data.gt_features)
-    return RegionSource(spec.name, stores.open(data.features), spec.max_regions, gt_store)
+        gt_store = data.open_features(data.gt_features)
+    return RegionSource(spec.name, data.open_features(data.features), spec.max_regions, gt_store)
 
 
 def open_task_dataset(
@@ -95,15 +91,12 @@ def open_task_dataset(
     tokenizer: BertTokenizer,
     *,
     training: bool | None = None,
-    stores: FeatureStores | None = None,
 ) -> TaskDataset[Any, Any]:
     """The dataset of one task split; `training` defaults to `split == spec.train_split`.
 
     Training mode decides what the original decided by split: GT-box merging for RefCOCO*,
     thresholded IoU targets, hard negatives for retrieval, and "clean" image removal.
-    Pass one `stores` to every call of a run so that datasets share their feature stores.
     """
-    stores = stores or FeatureStores()
     training = split == spec.train_split if training is None else training
     records = _cleaned(spec, split, read_records(spec, data.root, split), data, training=training)
     kind = type(records[0])
@@ -114,7 +107,7 @@ def open_task_dataset(
             spec,
             split,
             records,
-            regions=_region_source(spec, data, stores, ground_truth=False),
+            regions=_region_source(spec, data, ground_truth=False),
             vocabulary=vocabulary,
             **common,
         )
@@ -131,7 +124,7 @@ def open_task_dataset(
             spec,
             split,
             records,
-            regions=_region_source(spec, data, stores, ground_truth=False),
+            regions=_region_source(spec, data, ground_truth=False),
             hard_negatives=pool,
             **common,
         )
@@ -141,7 +134,7 @@ def open_task_dataset(
             spec,
             split,
             records,
-            regions=_region_source(spec, data, stores, ground_truth=merge),
+            regions=_region_source(spec, data, ground_truth=merge),
             **common,
         )
     if kind in (PointingQA, GuessWhatGame):
@@ -160,7 +153,7 @@ def open_task_dataset(
             spec,
             split,
             items,
-            regions=_region_source(spec, data, stores, ground_truth=True),
+            regions=_region_source(spec, data, ground_truth=True),
             **common,
         )
     if kind is NLVR2Example:
@@ -168,7 +161,7 @@ def open_task_dataset(
             spec,
             split,
             records,
-            regions=_region_source(spec, data, stores, ground_truth=False),
+            regions=_region_source(spec, data, ground_truth=False),
             **common,
         )
     if kind is SNLIVEExample:
@@ -176,7 +169,7 @@ def open_task_dataset(
             spec,
             split,
             records,
-            regions=_region_source(spec, data, stores, ground_truth=False),
+            regions=_region_source(spec, data, ground_truth=False),
             **common,
         )
     raise TaskConfigError(f"{spec.name}: no task dataset for {kind.__name__} records")
@@ -190,7 +183,6 @@ def open_ranking_dataset(
     *,
     max_images: int | None = 1000,
     captions_per_image: int | None = 5,
-    stores: FeatureStores | None = None,
 ) -> RetrievalRankingDataset:
     """Retrieval evaluation: every caption against every image of the first `max_images`."""
     if spec.head != "alignment":
@@ -201,7 +193,7 @@ def open_ranking_dataset(
         split,
         records,
         tokenizer=tokenizer,
-        regions=_region_source(spec, data, stores or FeatureStores(), ground_truth=False),
+        regions=_region_source(spec, data, ground_truth=False),
         max_images=max_images,
         captions_per_image=captions_per_image,
     )

@@ -53,6 +53,14 @@ class TaskData(BaseModel):
     """Hard-negative pool from `twelve data hard-negatives` (retrieval training)."""
     exclude_images: Path | None = None
     """List of test image ids removed from training ("clean" sets: `coco_test_ids.npy`, ...)."""
+    trust_pickle: bool = False
+    """Allow original vilbert-multi-task LMDB feature files (pickled records, read restricted)."""
+
+    def open_features(self, path: Path) -> FeatureSource:
+        """Open one of this task's feature stores (readers share LMDB handles per process)."""
+        from twelve.features.store import FeatureStore
+
+        return FeatureStore.open(path, trust_pickle=self.trust_pickle)
 
 
 def load_image_id_list(path: Path) -> frozenset[str]:
@@ -116,30 +124,6 @@ class TaskDataset(ABC, Generic[ExampleT, BatchT]):
         """One line for logs: task, split, mode and size."""
         mode = "train" if self.training else "eval"
         return f"{self.spec.name}/{self.split} ({mode}): {len(self)} examples"
-
-
-class FeatureStores:
-    """Opens each feature store once and shares it between the datasets of a run.
-
-    LMDB allows one open environment per file per process, and several tasks share a store
-    (COCO features serve VQA, COCO retrieval and GuessWhat), so datasets get their stores here.
-    """
-
-    def __init__(self, *, trust_pickle: bool = False) -> None:
-        self.trust_pickle = trust_pickle
-        """Also open original vilbert-multi-task LMDB files (pickled records, restricted)."""
-        self._open: dict[Path, FeatureSource] = {}
-
-    def open(self, path: Path) -> FeatureSource:
-        """The reader of the store at `path`, opened on first request."""
-        key = path.resolve()
-        reader = self._open.get(key)
-        if reader is None:
-            from twelve.features.store import FeatureStore
-
-            reader = FeatureStore.open(path, trust_pickle=self.trust_pickle)
-            self._open[key] = reader
-        return reader
 
 
 class RegionSource:
