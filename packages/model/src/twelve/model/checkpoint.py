@@ -30,7 +30,7 @@ from torch import Tensor
 
 from twelve.model.config import ViLBERTConfig
 from twelve.model.errors import CheckpointError
-from twelve.model.model import MultiTaskViLBERT
+from twelve.model.model import MultiTaskViLBERT, dead_parameter_names
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,10 @@ def load_original_weights(
     head_keys = {key for key in task_keys if key != TASK_EMBEDDINGS_KEY}
     kind: CheckpointKind = "pretrained" if head_keys.isdisjoint(incoming) else "multi-task"
     if strict is None:
-        allowed_missing = task_keys if kind == "pretrained" else set()
+        # The dead q_dense weights never affect an output; a file without them is fine.
+        allowed_missing = set(dead_parameter_names(model))
+        if kind == "pretrained":
+            allowed_missing |= task_keys
         problems = [key for key in missing if key not in allowed_missing]
         fail = bool(problems or unexpected)
     else:
