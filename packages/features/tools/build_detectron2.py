@@ -324,15 +324,13 @@ def build(out_dir: Path, cache: Path, sdist: Path | None, epoch: int) -> Path:
     return write_wheel(package_files(files), files["LICENSE"], out_dir, epoch)
 
 
-def install(wheel: Path, python: str | None) -> None:
+def install(wheel: Path, python: str) -> None:
     """Install the wheel with `uv pip install --no-deps` (its dependencies come from the lock)."""
     uv = shutil.which("uv")
     if uv is None:
         raise SystemExit("build_detectron2: --install needs `uv` on PATH")
     command = [uv, "pip", "install", "--no-deps", "--reinstall-package", "detectron2"]
-    if python is not None:
-        command += ["--python", python]
-    subprocess.run([*command, str(wheel)], check=True)
+    subprocess.run([*command, "--python", python, str(wheel)], check=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -342,7 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=repo / ".cache" / "detectron2")
     parser.add_argument("--sdist", type=Path, default=None, help="use this sdist, no download")
     parser.add_argument("--install", action="store_true", help="uv pip install --no-deps it")
-    parser.add_argument("--python", default=None, help="interpreter/venv for --install")
+    parser.add_argument(
+        "--python", default=sys.executable, help="interpreter to --install into (default: this one)"
+    )
     parser.add_argument("--force", action="store_true", help="rebuild an existing wheel")
     args = parser.parse_args(argv)
 
