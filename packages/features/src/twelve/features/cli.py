@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from twelve.features.extract.command import extract_command
+
 if TYPE_CHECKING:
     from twelve.features.inspection import StoreSummary
     from twelve.features.store import FeatureSource
@@ -258,3 +260,6 @@ def convert_legacy_command(
         "feature_dim": header.feature_dim,
     }
     click.echo(json.dumps(summary))
+
+
+features.add_command(extract_command)
