@@ -8,6 +8,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 FEATURE_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
+_NO_OPTIONAL_ARRAYS: dict[str, None] = dict.fromkeys(
+    ("class_probs", "object_ids", "object_scores", "attribute_ids", "attribute_scores")
+)
 
 
 def _as_array(value: Any, dtype: np.dtype | None = None) -> np.ndarray:
@@ -85,6 +88,30 @@ class RegionFeatures(BaseModel):
             if value is not None and value.shape != (n,):
                 raise ValueError(f"{where}: {name} must be ({n},), got {value.shape}")
         return self
+
+    @classmethod
+    def from_checked_arrays(
+        cls, image_id: str, image_width: int, image_height: int, arrays: dict[str, np.ndarray]
+    ) -> Self:
+        """Build a record without validation, for decoders that already enforce every rule.
+
+        Reading a store builds one record per image per epoch; skipping pydantic here costs
+        2-3 µs instead of ~10 µs (`model_construct` is no faster than validating). The caller
+        guarantees the dtypes and shapes `_coerce_arrays` and `_check_shapes` would produce.
+        """
+        values: dict[str, Any] = {
+            "image_id": image_id,
+            "image_width": image_width,
+            "image_height": image_height,
+            **_NO_OPTIONAL_ARRAYS,
+            **arrays,
+        }
+        record = cls.__new__(cls)
+        object.__setattr__(record, "__dict__", values)
+        object.__setattr__(record, "__pydantic_fields_set__", set(values))
+        object.__setattr__(record, "__pydantic_extra__", None)
+        object.__setattr__(record, "__pydantic_private__", None)
+        return record
 
     @property
     def num_boxes(self) -> int:
