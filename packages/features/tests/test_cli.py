@@ -176,3 +176,21 @@ def test_convert_legacy(original_lmdb: Path, tmp_path: Path) -> None:
     )  # fmt: skip
     assert code == 0, output
     assert json.loads(output.strip().splitlines()[-1])["skipped_already_present"] == 6
+
+
+def test_verify_and_show_read_original_files_on_opt_in(original_lmdb: Path, tmp_path: Path) -> None:
+    code, output = _run("verify", str(original_lmdb), "--no-progress")
+    assert code == 1
+    assert "trust_pickle" in output
+    code, output = _run("verify", str(original_lmdb), "--no-progress", "--trust-pickle")
+    assert code == 0, output
+    assert "ok: 6 records verified" in output
+    image = tmp_path / "i.png"
+    Image.new("RGB", (640, 480)).save(image)
+    out = tmp_path / "o.png"
+    code, output = _run(
+        "show", str(original_lmdb), "12", "--image", str(image), "--out", str(out),
+        "--trust-pickle",
+    )  # fmt: skip
+    assert code == 0, output
+    assert out.exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pydantic
 import pytest
@@ -82,3 +84,25 @@ def test_records_are_frozen() -> None:
     record = RegionFeatures(**_fields())
     with pytest.raises(pydantic.ValidationError):
         record.image_id = "other"  # type: ignore[misc]
+
+
+def test_unvalidated_build_behaves_like_a_validated_record() -> None:
+    arrays = {
+        "boxes": np.ones((3, 4), dtype=np.float32),
+        "features": np.zeros((3, 8), dtype=np.float16),
+        "object_ids": np.arange(3, dtype=np.int64),
+    }
+    fast = RegionFeatures.from_checked_arrays("img", 100, 50, arrays)
+    slow = RegionFeatures(image_id="img", image_width=100, image_height=50, **arrays)
+    for name in RegionFeatures.model_fields:
+        left, right = getattr(fast, name), getattr(slow, name)
+        if isinstance(right, np.ndarray):
+            np.testing.assert_array_equal(left, right)
+        else:
+            assert left == right, name
+    assert (fast.num_boxes, fast.feature_dim) == (3, 8)
+    assert fast.model_copy(update={"image_id": "other"}).image_id == "other"
+    assert pickle.loads(pickle.dumps(fast)).image_id == "img"
+    assert "image_id='img'" in repr(fast)
+    with pytest.raises(pydantic.ValidationError):
+        fast.image_id = "changed"  # type: ignore[misc]
