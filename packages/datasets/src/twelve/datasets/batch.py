@@ -10,7 +10,9 @@ NLVR2 gives 2B rows (img0, img1 of each example, sentence repeated).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Self
 
@@ -156,6 +158,23 @@ class ClassifierBatch(TaskBatch):
     """(B,) int64 class index."""
 
 
+_SHARED_MEMORY: ContextVar[bool] = ContextVar("twelve_batches_in_shared_memory", default=False)
+
+
+@contextmanager
+def batches_in_shared_memory() -> Iterator[None]:
+    """Build region features directly in shared memory while inside this block.
+
+    Worker processes hand batches to the trainer through shared memory; allocating the large
+    feature tensor there from the start saves copying it when the batch is sent.
+    """
+    token = _SHARED_MEMORY.set(True)
+    try:
+        yield
+    finally:
+        _SHARED_MEMORY.reset(token)
+
+
 def pad_token_ids(sequences: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad id sequences at the end with 0 to the longest; returns (input_ids, text_mask)."""
     length = max(len(ids) for ids in sequences)
@@ -173,10 +192,13 @@ def pad_regions(
     """Zero-pad region sets to the longest; returns (features, locations, mask)."""
     count = max(item.num_regions for item in regions)
     dim = regions[0].feature_dim
-    features = torch.zeros((len(regions), count, dim), dtype=torch.float32)
-    locations = torch.zeros((len(regions), count, 5), dtype=torch.float32)
-    mask = torch.zeros((len(regions), count), dtype=torch.int64)
-    features_np, locations_np = features.numpy(), locations.numpy()
+    # Only the padding is zeroed: the features are the bulk of a batch's bytes.
+    features_tensor = torch.empty((len(regions), count, dim), dtype=torch.float32)
+    if _SHARED_MEMORY.get():
+        features_tensor.share_memory_()
+    features = features_tensor.numpy()
+    locations = np.zeros((len(regions), count, 5), dtype=np.float32)
+    mask = np.zeros((len(regions), count), dtype=np.int64)
     for row, item in enumerate(regions):
         if item.feature_dim != dim:
             raise ValueError(
@@ -184,10 +206,11 @@ def pad_regions(
                 f"{dim}-d; all images of a task must come from one extractor"
             )
         n = item.num_regions
-        features_np[row, :n] = item.features
-        locations_np[row, :n] = item.locations
+        features[row, :n] = item.features
+        features[row, n:] = 0.0
+        locations[row, :n] = item.locations
         mask[row, :n] = 1
-    return features, locations, mask
+    return features_tensor, torch.from_numpy(locations), torch.from_numpy(mask)
 
 
 def pad_rows(rows: Sequence[np.ndarray], length: int, fill: float = 0.0) -> np.ndarray:

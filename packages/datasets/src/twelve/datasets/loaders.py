@@ -28,7 +28,7 @@ from torchdata.nodes import (
 )
 from torchdata.nodes.base_node import BaseNode
 
-from twelve.datasets.batch import TaskBatch
+from twelve.datasets.batch import TaskBatch, batches_in_shared_memory
 from twelve.datasets.tasks.base import ItemKey, TaskDataset
 
 BatchT = TypeVar("BatchT", bound=TaskBatch)
@@ -105,11 +105,15 @@ class ShardedSampler(Sampler[ItemKey]):
 class _BuildBatch:
     """Turn a list of keys into a collated batch (runs in worker threads or processes)."""
 
-    def __init__(self, dataset: TaskDataset[Any, Any]) -> None:
+    def __init__(self, dataset: TaskDataset[Any, Any], *, shared_memory: bool) -> None:
         self.dataset = dataset
+        self.shared_memory = shared_memory
 
     def __call__(self, keys: list[ItemKey]) -> TaskBatch:
-        return self.dataset.batch(keys)
+        if not self.shared_memory:
+            return self.dataset.batch(keys)
+        with batches_in_shared_memory():
+            return self.dataset.batch(keys)
 
 
 class TaskLoader(Generic[BatchT]):
@@ -128,7 +132,8 @@ class TaskLoader(Generic[BatchT]):
         )
         node: BaseNode[Any] = SamplerWrapper(self.sampler)
         node = Batcher(node, batch_size=self.batch_size, drop_last=config.drop_last)
-        build = _BuildBatch(dataset)
+        in_processes = config.num_workers > 0 and config.worker_method == "process"
+        build = _BuildBatch(dataset, shared_memory=in_processes)
         if config.num_workers == 0:
             node = Mapper(node, build)
         else:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from twelve.datasets.errors import DatasetError
 from twelve.features.record import RegionFeatures
@@ -88,6 +89,22 @@ def spatial_locations(boxes: np.ndarray, width: float, height: float) -> np.ndar
     return locations
 
 
+_CONVERT_BLOCK = 16_384
+"""Elements per float16 → float32 conversion call: below torch's parallel grain size, so the
+conversion stays on the calling thread (intra-op threads stall badly on busy machines)."""
+
+
+def _copy_as_float32(source: np.ndarray, target: np.ndarray) -> None:
+    """Copy `source` into float32 `target`; float16 goes through torch, ~7× faster than numpy."""
+    if source.dtype != np.float16:
+        target[...] = source
+        return
+    rows = max(1, _CONVERT_BLOCK // max(1, source.shape[1]))
+    source_t, target_t = torch.from_numpy(source), torch.from_numpy(target)
+    for start in range(0, source.shape[0], rows):
+        target_t[start : start + rows].copy_(source_t[start : start + rows])
+
+
 def with_global_token(record: RegionFeatures) -> ImageRegions:
     """Regions of a detector record with the global token (mean feature, whole image) in front."""
     if record.num_boxes == 0:
@@ -97,8 +114,8 @@ def with_global_token(record: RegionFeatures) -> ImageRegions:
         )
     n, dim = record.features.shape
     features = np.empty((n + 1, dim), dtype=np.float32)
-    features[1:] = record.features
-    features[0] = features[1:].mean(axis=0)
+    _copy_as_float32(record.features, features[1:])
+    features[1:].mean(axis=0, out=features[0])
     width, height = record.image_width, record.image_height
     locations = np.empty((n + 1, 5), dtype=np.float32)
     locations[0] = GLOBAL_LOCATION
@@ -119,9 +136,12 @@ def append_regions(regions: ImageRegions, extra: RegionFeatures) -> ImageRegions
             f"but detected features have {regions.feature_dim}; use stores of one extractor"
         )
     locations = spatial_locations(extra.boxes, extra.image_width, extra.image_height)
+    features = np.empty((regions.num_regions + extra.num_boxes, extra.feature_dim), np.float32)
+    features[: regions.num_regions] = regions.features
+    _copy_as_float32(extra.features, features[regions.num_regions :])
     return ImageRegions(
         regions.image_id,
-        np.concatenate([regions.features, extra.features.astype(np.float32, copy=False)]),
+        features,
         np.concatenate([regions.locations, locations]),
         np.concatenate([regions.boxes, extra.boxes.astype(np.float32, copy=False)]),
     )
