@@ -56,6 +56,7 @@ def test_inspect_json(store_path: Path) -> None:
     assert code == 0, output
     summary = json.loads(output)
     assert summary["count"] == 5
+    assert summary["kind"] == "twelve"
     assert summary["feature_dim"] == 32
     assert summary["dtype"] == "float16"
     assert summary["schema_version"] == 1
@@ -75,6 +76,7 @@ def test_inspect_reports_errors_without_a_traceback(tmp_path: Path, original_lmd
     code, output = _run("inspect", str(original_lmdb), "--trust-pickle", "--json")
     assert code == 0, output
     assert json.loads(output)["count"] == 6
+    assert json.loads(output)["kind"] == "original"
 
 
 def test_verify_ok(store_path: Path) -> None:

@@ -45,7 +45,7 @@ def _store_errors() -> tuple[type[Exception], ...]:
 
 def _print_summary(summary: StoreSummary) -> None:
     header = summary.header
-    kind = "original vilbert-multi-task LMDB" if header.max_boxes is None else "twelve store"
+    kind = "original vilbert-multi-task LMDB" if summary.kind == "original" else "twelve store"
     rows: list[tuple[str, str]] = [
         ("store", f"{summary.path} ({kind}, schema {header.schema_version})"),
         ("extractor", header.extractor),

@@ -5,12 +5,14 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel
 
 from twelve.features.errors import CorruptRecordError
 from twelve.features.header import StoreHeader
+from twelve.features.legacy import LegacyFeatureStore
 from twelve.features.safe_pickle import UnsafePickleError
 from twelve.features.store import FeatureSource
 
@@ -39,6 +41,8 @@ class StoreSummary(BaseModel):
     """The answer of `inspect`: header, count, box-count statistics and a sample record."""
 
     path: str
+    kind: Literal["twelve", "original"]
+    """A twelve store, or an original vilbert-multi-task LMDB read with trust_pickle."""
     count: int
     feature_dim: int
     dtype: str
@@ -74,6 +78,7 @@ def summarize_store(store: FeatureSource) -> StoreSummary:
         )
     return StoreSummary(
         path=str(store.path),
+        kind="original" if isinstance(store, LegacyFeatureStore) else "twelve",
         count=len(keys),
         feature_dim=header.feature_dim,
         dtype=header.dtype,
