@@ -359,3 +359,14 @@ def test_command_usage_errors(tmp_path: Path) -> None:
     result = CliRunner().invoke(extract_command, ["--list-configs"])
     assert result.exit_code == 0
     assert "vg-x152-fpn" in result.output
+
+
+def test_bfloat16_autocast_gives_close_features_at_given_boxes(detector: RegionDetector) -> None:
+    images = _images(1)
+    boxes = [np.array([[0, 0, 160, 120], [20, 10, 90, 70]], np.float32)]
+    full = RegionExtractor(detector).extract(images, boxes)[0]
+    fast = RegionExtractor(detector, precision="bfloat16").extract(images, boxes)[0]
+    assert fast.features.dtype == np.float32
+    np.testing.assert_array_equal(fast.boxes, full.boxes)
+    scale = np.abs(full.features).max()
+    assert np.abs(fast.features - full.features).max() < 0.1 * scale

@@ -248,11 +248,11 @@ class RegionDetector:
         heads = self.roi_heads
         box_lists = [Boxes(b.to(self.device, torch.float32)) for b in boxes]
         if isinstance(heads, Res5ROIHeads):
-            maps = [feature_maps[name] for name in heads.in_features]
+            maps = [feature_maps[name].float() for name in heads.in_features]
             features = heads.res5(heads.pooler(maps, box_lists)).mean(dim=(2, 3))
             logits, _ = heads.box_predictor(features)
         else:
-            maps = [feature_maps[name] for name in heads.box_in_features]
+            maps = [feature_maps[name].float() for name in heads.box_in_features]
             x = heads.box_pooler(maps, box_lists)
             fc6: torch.Tensor | None = None
             for name, layer in heads.box_head.named_children():

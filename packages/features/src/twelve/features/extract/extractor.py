@@ -9,6 +9,7 @@ the given order (referring expressions, pointing); stored boxes are the given on
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -19,13 +20,22 @@ from twelve.features.extract.preprocess import prepare_image
 from twelve.features.extract.selection import BoxSelection, select_regions
 from twelve.features.record import RegionFeatures
 
+Precision = Literal["float32", "bfloat16"]
+
 
 class RegionExtractor:
     """Runs a `RegionDetector` over batches of decoded images and builds their records."""
 
-    def __init__(self, detector: RegionDetector, selection: BoxSelection | None = None) -> None:
+    def __init__(
+        self,
+        detector: RegionDetector,
+        selection: BoxSelection | None = None,
+        *,
+        precision: Precision = "float32",
+    ) -> None:
         self.detector = detector
         self.selection = selection or BoxSelection()
+        self.precision: Precision = precision
         cfg = detector.config.cfg
         self.short_side = int(cfg.INPUT.MIN_SIZE_TEST)
         self.max_size = int(cfg.INPUT.MAX_SIZE_TEST)
@@ -37,11 +47,25 @@ class RegionExtractor:
         images: Sequence[LoadedImage],
         given_boxes: Sequence[np.ndarray] | None = None,
     ) -> list[RegionFeatures]:
-        """One record per image; with `given_boxes` (xyxy, original pixels) features at those."""
+        """One record per image; with `given_boxes` (xyxy, original pixels) features at those.
+
+        With precision "bfloat16" the networks run under autocast (much faster on CPUs with
+        AMX/AVX-512 BF16 and on GPUs; features differ from float32 in the third digit);
+        probabilities, selection and the stored arrays stay float32.
+        """
         if not images:
             return []
         if given_boxes is not None and len(given_boxes) != len(images):
             raise ValueError(f"{len(images)} images but {len(given_boxes)} box lists")
+        device_type = self.detector.device.type
+        with torch.autocast(
+            device_type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16"
+        ):
+            return self._extract(images, given_boxes)
+
+    def _extract(
+        self, images: Sequence[LoadedImage], given_boxes: Sequence[np.ndarray] | None
+    ) -> list[RegionFeatures]:
         detector = self.detector
         resized = [
             prepare_image(
@@ -92,7 +116,7 @@ class RegionExtractor:
                     image_width=image.width,
                     image_height=image.height,
                     boxes=kept_boxes,
-                    features=features.cpu().numpy(),
+                    features=features.float().cpu().numpy(),
                     class_probs=output.class_probs[rows].cpu().numpy(),
                     object_ids=object_ids.cpu().numpy(),
                     object_scores=object_scores.float().cpu().numpy(),
