@@ -32,7 +32,7 @@ def coco(tmp_path_factory: pytest.TempPathFactory, official_files: ModuleType) -
     return root
 
 
-@pytest.mark.parametrize("task", TWELVE_TASKS)
+@pytest.mark.parametrize("task", [*TWELVE_TASKS, "conceptual_captions"])
 def test_inspect_every_task_as_json(task: str, tmp_path: Path, official_files: ModuleType) -> None:
     official_files.write_task(task, tmp_path)
     split = splits(task)[0]

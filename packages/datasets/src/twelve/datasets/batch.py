@@ -10,7 +10,7 @@ NLVR2 gives 2B rows (img0, img1 of each example, sentence repeated).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -67,9 +67,9 @@ class TaskBatch:
         """Number of (text, image) rows the model runs on."""
         return int(self.input_ids.shape[0])
 
-    def _map_tensors(self, fn: object) -> Self:
+    def _map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Self:
         changes = {
-            field.name: fn(value)  # type: ignore[operator]
+            field.name: fn(value)
             for field in dataclasses.fields(self)
             if isinstance(value := getattr(self, field.name), torch.Tensor)
         }
