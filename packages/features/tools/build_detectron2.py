@@ -14,11 +14,15 @@ What the wheel lacks is `detectron2._C`: deformable convolution, rotated boxes, 
 and the fast COCO evaluator raise a clear error; the Faster R-CNN path (NMS and ROIAlign come
 from torchvision) works. With internet you may install upstream detectron2 instead.
 
-    python packages/features/tools/build_detectron2.py              # build into .cache/detectron2
-    python packages/features/tools/build_detectron2.py --install    # and `uv pip install --no-deps`
+    python3 packages/features/tools/build_detectron2.py      # build into .cache/detectron2
+    uv run python packages/features/tools/build_detectron2.py --install
+                            # build, then `uv pip install --no-deps` into this interpreter's env
 
-Install detectron2's runtime dependencies first: `uv sync --extra detectron2` (twelve-features'
-`detectron2` extra, locked in uv.lock); the wheel itself goes in with `--no-deps`.
+Install detectron2's runtime dependencies first, from the lock: in the twelve workspace
+`uv sync --all-packages --all-extras` (twelve-features' `detectron2` extra; elsewhere
+`pip install 'twelve-features[detectron2]'`); the wheel itself goes in with `--no-deps`. A
+later plain `uv sync` (exact) removes the wheel again, `uv run` (inexact) keeps it; rerunning
+this script reuses the cached wheel and takes a second.
 """
 
 from __future__ import annotations

@@ -6,10 +6,12 @@ import importlib.util
 
 INSTALL_HINT = (
     "detectron2 is not installed. It is not on PyPI; without internet access build it from "
-    "PyPI's pb1-detectron2 sdist (seconds, no compiler): `uv sync --extra detectron2` (or "
-    "`pip install 'twelve-features[detectron2]'`), then "
-    "`python packages/features/tools/build_detectron2.py --install`. With internet you may "
-    "instead `pip install 'git+https://github.com/facebookresearch/detectron2.git'`."
+    "PyPI's pb1-detectron2 sdist (seconds, no compiler): in the twelve workspace run "
+    "`uv sync --all-packages --all-extras` (its dependencies, the locked "
+    "twelve-features[detectron2] extra), then "
+    "`uv run python packages/features/tools/build_detectron2.py --install`. With internet you "
+    "may instead `pip install 'git+https://github.com/facebookresearch/detectron2.git'`. "
+    "A plain `uv sync` removes detectron2 again (`uv run` keeps it)."
 )
 
 

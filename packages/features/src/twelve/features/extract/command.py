@@ -256,7 +256,7 @@ def extract_command(
             decode_workers=decode_workers,
             progress=progress,
         )
-    except FeatureStoreError as error:
+    except (FeatureStoreError, DetectorConfigError) as error:
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:
         click.echo(f"interrupted: rerun the same command to resume from {store}.partial", err=True)

@@ -19,6 +19,7 @@ from typing import Literal
 
 import numpy as np
 
+from twelve.features.extract.detector import DetectorConfigError
 from twelve.features.extract.extractor import RegionExtractor
 from twelve.features.extract.images import ImageLoadError, ImageSource, LoadedImage, load_image
 from twelve.features.header import ATTRIBUTE_CLASSES_KEY, OBJECT_CLASSES_KEY
@@ -157,6 +158,8 @@ def _extract_batch(
 
     try:
         return extractor.extract(batch, boxes_for(batch))
+    except DetectorConfigError:
+        raise  # the detector cannot do this at all: no image would succeed
     except (RuntimeError, ValueError) as error:
         if len(batch) == 1:
             on_failure(Failure(batch[0].source, f"extraction failed: {error}"))
