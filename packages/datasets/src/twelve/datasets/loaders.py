@@ -67,7 +67,8 @@ class ShardedSampler(Sampler[ItemKey]):
     """Seeded permutation per epoch, split across ranks; each index comes with its own seed.
 
     Like `DistributedSampler`, the order is padded by wrapping around so that every rank sees
-    the same number of examples (DDP steps stay in lockstep).
+    the same number of examples (DDP steps stay in lockstep); distributed evaluation therefore
+    sees up to world_size − 1 examples twice, which batches' `example_ids` let metrics drop.
     """
 
     def __init__(

@@ -23,7 +23,7 @@ from twelve.datasets.regions import (
 )
 from twelve.datasets.specs import TaskSpec
 from twelve.datasets.tokenizer import BertTokenizer
-from twelve.features.store import FeatureSource
+from twelve.features.store import FeatureSource, FeatureStore
 
 ExampleT = TypeVar("ExampleT")
 BatchT = TypeVar("BatchT", bound=TaskBatch)
@@ -58,8 +58,6 @@ class TaskData(BaseModel):
 
     def open_features(self, path: Path) -> FeatureSource:
         """Open one of this task's feature stores (readers share LMDB handles per process)."""
-        from twelve.features.store import FeatureStore
-
         return FeatureStore.open(path, trust_pickle=self.trust_pickle)
 
 
