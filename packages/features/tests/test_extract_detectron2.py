@@ -319,7 +319,7 @@ def test_command_given_boxes_and_weights_fingerprint(tmp_path: Path) -> None:
     (tmp_path / "boxes.json").write_text(json.dumps(boxes))
     code, output = _run(
         str(images), str(store), "--weights", str(tmp_path / "w.pth"),
-        "--boxes", str(tmp_path / "boxes.json"), "--dtype", "float32",
+        "--boxes", str(tmp_path / "boxes.json"), "--dtype", "float32", "--no-class-probs",
     )  # fmt: skip
     assert code == 0, output
     assert "1 not in the boxes file" in output
@@ -328,6 +328,8 @@ def test_command_given_boxes_and_weights_fingerprint(tmp_path: Path) -> None:
     np.testing.assert_array_equal(reader.get("img0").boxes, np.array(boxes["img0"], np.float32))
     assert reader.header.weights_sha256 == sha256_file(tmp_path / "w.pth")
     assert reader.header.extra["mode"] == "given-boxes"
+    assert reader.get("img2").class_probs is None
+    assert reader.get("img2").object_ids is not None
 
     (tmp_path / "xywh.json").write_text(json.dumps({"img1": [[50, 50, 10, 10]]}))
     code, output = _run(

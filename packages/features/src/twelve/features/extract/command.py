@@ -98,6 +98,12 @@ def _list_presets(ctx: click.Context, _param: click.Parameter, value: bool) -> N
     help="Storage dtype of features and class probabilities.",
 )
 @click.option(
+    "--class-probs/--no-class-probs",
+    default=True,
+    show_default=True,
+    help="Store each region's class distribution (pretraining targets; ~40% of a store).",
+)
+@click.option(
     "--id-style",
     type=click.Choice(["stem", "number"]),
     default="stem",
@@ -147,6 +153,7 @@ def extract_command(
     precision: str,
     device: str,
     dtype: str,
+    class_probs: bool,
     id_style: str,
     recursive: bool,
     no_exif: bool,
@@ -217,7 +224,7 @@ def extract_command(
     if not sources:
         raise click.ClickException(f"no images found in {images}")
 
-    details: dict[str, object] = {"precision": precision}
+    details: dict[str, object] = {"precision": precision, "class_probs": class_probs}
     if given is None:
         mode = "detections"
         details["selection"] = selection.model_dump()
@@ -247,7 +254,12 @@ def extract_command(
         summary = extract_to_store(
             sources,
             store,
-            RegionExtractor(detector, selection, precision=precision),  # type: ignore[arg-type]
+            RegionExtractor(
+                detector,
+                selection,
+                precision=precision,  # type: ignore[arg-type]
+                keep_class_probs=class_probs,
+            ),
             provenance,
             dtype=dtype,  # type: ignore[arg-type]
             given_boxes=given,

@@ -32,10 +32,12 @@ class RegionExtractor:
         selection: BoxSelection | None = None,
         *,
         precision: Precision = "float32",
+        keep_class_probs: bool = True,
     ) -> None:
         self.detector = detector
         self.selection = selection or BoxSelection()
         self.precision: Precision = precision
+        self.keep_class_probs = keep_class_probs
         cfg = detector.config.cfg
         self.short_side = int(cfg.INPUT.MIN_SIZE_TEST)
         self.max_size = int(cfg.INPUT.MAX_SIZE_TEST)
@@ -117,7 +119,9 @@ class RegionExtractor:
                     image_height=image.height,
                     boxes=kept_boxes,
                     features=features.float().cpu().numpy(),
-                    class_probs=output.class_probs[rows].cpu().numpy(),
+                    class_probs=(
+                        output.class_probs[rows].cpu().numpy() if self.keep_class_probs else None
+                    ),
                     object_ids=object_ids.cpu().numpy(),
                     object_scores=object_scores.float().cpu().numpy(),
                     **attributes,
