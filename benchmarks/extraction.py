@@ -86,6 +86,13 @@ def _stage_times(extractor: object, sources: list[object]) -> dict[str, float]:
 
 def measure_extraction(args: argparse.Namespace, workdir: Path) -> None:
     """Print end-to-end images/s (float32 and bfloat16 side by side) and a stage breakdown."""
+    from twelve.features.extract.availability import detectron2_available
+
+    if not detectron2_available():
+        print(
+            "\nextraction: skipped, detectron2 is not installed (see packages/features/README.md)"
+        )
+        return
     from twelve.features.extract.detector import build_detector, load_detector_config
     from twelve.features.extract.extractor import RegionExtractor
     from twelve.features.extract.images import collect_images, load_image
