@@ -134,8 +134,8 @@ class Encoder(nn.Module):
         need_vision: bool = True,
         need_weights: bool = False,
     ) -> EncoderOutput:
-        """Run the schedule; layers after the last co-attention block run only for the
-        streams a caller needs (`need_text`, `need_vision`)."""
+        """Run the schedule; the text side of the last co-attention block and the layers after
+        it run only for the streams a caller needs (`need_text`, `need_vision`)."""
         maps: dict[str, list[Tensor]] = {"t": [], "v": [], "tv": [], "vt": []}
 
         def keep(kind: str, probabilities: Tensor | None) -> None:
@@ -143,16 +143,23 @@ class Encoder(nn.Module):
                 maps[kind].append(probabilities)
 
         v_start = t_start = 0
-        for block, (v_end, t_end) in zip(self.c_layer, self.schedule, strict=True):
+        last = len(self.c_layer) - 1
+        for count, (block, (v_end, t_end)) in enumerate(
+            zip(self.c_layer, self.schedule, strict=True)
+        ):
             for index in range(t_start, t_end):
                 text, probabilities = self.layer[index](text, text_mask, need_weights)
                 keep("t", probabilities)
             for index in range(v_start, v_end):
                 vision, probabilities = self.v_layer[index](vision, vision_mask, need_weights)
                 keep("v", probabilities)
-            vision, text, text_to_vision, vision_to_text = block(
-                vision, vision_mask, text, text_mask, need_weights
+            # The text side of the last block only feeds text outputs.
+            block_text = need_text or count < last
+            vision, new_text, text_to_vision, vision_to_text = block(
+                vision, vision_mask, text, text_mask, need_weights, block_text
             )
+            if new_text is not None:
+                text = new_text
             keep("tv", text_to_vision)
             keep("vt", vision_to_text)
             v_start, t_start = v_end, t_end

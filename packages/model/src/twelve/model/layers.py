@@ -141,21 +141,26 @@ class BiAttention(nn.Module):
         text: Tensor,
         text_mask: Tensor,
         need_weights: bool = False,
-    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        need_text: bool = True,
+    ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
         """Return the region-side context (regions attend to text), the text-side context
-        (text attends to regions) and, when asked, both probability maps."""
+        (text attends to regions; None without `need_text`) and, when asked, both
+        probability maps."""
         v_query, v_key, v_value = split_heads(self.vision_qkv(vision), 3, self.heads)
         t_query, t_key, t_value = split_heads(self.text_qkv(text), 3, self.heads)
         training = self.training
-        text_context, text_to_vision = attend(
-            t_query,
-            v_key,
-            v_value,
-            vision_mask,
-            dropout=self.text_queries_dropout if training else 0.0,
-            implementation=self.implementation,
-            need_weights=need_weights,
-        )
+        text_context: Tensor | None = None
+        text_to_vision: Tensor | None = None
+        if need_text:
+            text_context, text_to_vision = attend(
+                t_query,
+                v_key,
+                v_value,
+                vision_mask,
+                dropout=self.text_queries_dropout if training else 0.0,
+                implementation=self.implementation,
+                need_weights=need_weights,
+            )
         vision_context, vision_to_text = attend(
             v_query,
             t_key,
@@ -197,10 +202,12 @@ class BiOutput(nn.Module):
             dead.requires_grad_(False)
 
     def forward(
-        self, vision_context: Tensor, vision: Tensor, text_context: Tensor, text: Tensor
-    ) -> tuple[Tensor, Tensor]:
+        self, vision_context: Tensor, vision: Tensor, text_context: Tensor | None, text: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
         """Project each context back to its stream's width, add the residual, normalize."""
         vision_out = self.LayerNorm1(self.dropout1(self.dense1(vision_context)) + vision)
+        if text_context is None:
+            return vision_out, None
         text_out = self.LayerNorm2(self.dropout2(self.dense2(text_context)) + text)
         return vision_out, text_out
 
@@ -245,13 +252,17 @@ class CoAttentionLayer(nn.Module):
         text: Tensor,
         text_mask: Tensor,
         need_weights: bool = False,
-    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        need_text: bool = True,
+    ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
         """Exchange information between the streams; returns new (vision, text) states and the
-        text→regions and regions→text probabilities when asked for."""
+        text→regions and regions→text probabilities when asked for. Without `need_text` the
+        text side (its attention, output and feed-forward block) is skipped: None."""
         vision_context, text_context, text_to_vision, vision_to_text = self.biattention(
-            vision, vision_mask, text, text_mask, need_weights
+            vision, vision_mask, text, text_mask, need_weights, need_text
         )
         vision_att, text_att = self.biOutput(vision_context, vision, text_context, text)
         vision_out = self.v_output(self.v_intermediate(vision_att), vision_att)
-        text_out = self.t_output(self.t_intermediate(text_att), text_att)
+        text_out = (
+            self.t_output(self.t_intermediate(text_att), text_att) if text_att is not None else None
+        )
         return vision_out, text_out, text_to_vision, vision_to_text
