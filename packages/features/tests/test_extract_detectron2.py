@@ -372,3 +372,15 @@ def test_bfloat16_autocast_gives_close_features_at_given_boxes(detector: RegionD
     np.testing.assert_array_equal(fast.boxes, full.boxes)
     scale = np.abs(full.features).max()
     assert np.abs(fast.features - full.features).max() < 0.1 * scale
+
+
+def test_channels_last_layout_gives_the_same_features(detector: RegionDetector) -> None:
+    plain = build_detector(detector.config, random_seed=0, channels_last=False)
+    images = _images(2)
+    for fast, slow in zip(
+        RegionExtractor(detector).extract(images),
+        RegionExtractor(plain).extract(images),
+        strict=True,
+    ):
+        np.testing.assert_allclose(fast.boxes, slow.boxes, rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(fast.features, slow.features, rtol=1e-4, atol=1e-4)
