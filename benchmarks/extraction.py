@@ -3,7 +3,8 @@
 The bottom-up-attention style ResNet-101 C4 preset (`butd-r101-c4`: 600/1000 resize, 300
 proposals, 1600 classes, 400 attributes) runs with seeded random weights over generated
 640×480 JPEGs (a typical COCO size), end to end as `twelve features extract` does: decode,
-resize, backbone, RPN, pooled res5 features, per-class NMS selection, store write. A second
+resize, backbone, RPN, pooled res5 features, per-class NMS selection, store write. Images
+alternate between the precisions so both see the same (shared, noisy) machine. A second
 pass times each stage on the same images to show where the time goes. float32 (faithful) and
 bfloat16 autocast (`--precision bfloat16`) are measured side by side.
 
@@ -123,34 +124,48 @@ def measure_extraction(args: argparse.Namespace, workdir: Path) -> None:
         print(
             f"{'precision':<10} {'images':>6} {'seconds':>8} {'images/s':>9} {'s/image':>8} {'speed':>6}"
         )
-        baseline = None
-        extractors = {}
-        for precision in ("float32", "bfloat16"):
-            extractor = RegionExtractor(detector, precision=precision)  # type: ignore[arg-type]
-            extractors[precision] = extractor
-            extractor.extract([load_image(sources[0])])  # warm-up (allocator, lazy inits)
-            summary = extract_to_store(
-                sources[1:],
-                workdir / f"extraction-store-{precision}",
-                extractor,
-                StoreProvenance(
-                    extractor=config.name,
-                    config_sha256=config.sha256,
-                    weights_sha256=None,
-                    extra={"precision": precision},
-                ),
-                batch_size=batch_size,
-                progress=False,
-                report=lambda _message: None,
-            )
-            rate = summary.written / summary.seconds
-            baseline = baseline or rate
+        extractors = {
+            precision: RegionExtractor(detector, precision=precision)  # type: ignore[arg-type]
+            for precision in ("float32", "bfloat16")
+        }
+        for extractor in extractors.values():
+            extractor.extract([load_image(sources[0])])  # warm-up (allocator, oneDNN kernels)
+        # Interleaved, one image at a time, so both precisions see the same machine load.
+        seconds = dict.fromkeys(extractors, 0.0)
+        written = dict.fromkeys(extractors, 0)
+        for source in sources[1:]:
+            for precision, extractor in extractors.items():
+                summary = extract_to_store(
+                    [source],
+                    workdir / f"extraction-store-{precision}",
+                    extractor,
+                    StoreProvenance(
+                        extractor=config.name,
+                        config_sha256=config.sha256,
+                        weights_sha256=None,
+                        extra={"precision": precision},
+                    ),
+                    batch_size=batch_size,
+                    progress=False,
+                    report=lambda _message: None,
+                )
+                seconds[precision] += summary.seconds
+                written[precision] += summary.written
+        baseline = written["float32"] / seconds["float32"]
+        for precision in extractors:
+            rate = written[precision] / seconds[precision]
             print(
-                f"{precision:<10} {summary.written:>6} {summary.seconds:>8.1f} {rate:>9.3f} "
-                f"{1 / rate:>8.2f} {rate / baseline:>5.2f}x"
+                f"{precision:<10} {written[precision]:>6} {seconds[precision]:>8.1f} "
+                f"{rate:>9.3f} {1 / rate:>8.2f} {rate / baseline:>5.2f}x"
             )
-        for precision, extractor in extractors.items():
-            stages = _stage_times(extractor, list(sources[1 : 1 + stage_count]))
+        by_precision: dict[str, dict[str, float]] = {}
+        for source in sources[1 : 1 + stage_count]:
+            for precision, extractor in extractors.items():
+                times = _stage_times(extractor, [source])
+                totals = by_precision.setdefault(precision, dict.fromkeys(times, 0.0))
+                for stage, value in times.items():
+                    totals[stage] += value
+        for precision, stages in by_precision.items():
             total = sum(stages.values())
             print(f"{precision} per image by stage: " + ", ".join(
                 f"{name} {seconds / stage_count:.2f} s ({100 * seconds / total:.0f}%)"
