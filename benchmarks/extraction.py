@@ -5,8 +5,9 @@ proposals, 1600 classes, 400 attributes) runs with seeded random weights over ge
 640×480 JPEGs (a typical COCO size), end to end as `twelve features extract` does: decode,
 resize, backbone, RPN, pooled res5 features, per-class NMS selection, store write. Images
 alternate between the precisions so both see the same (shared, noisy) machine. A second
-pass times each stage on the same images to show where the time goes. float32 (faithful) and
-bfloat16 autocast (`--precision bfloat16`) are measured side by side.
+pass times each stage on the same images to show where the time goes. Variants measured side
+by side: float32 (the default: channels-last convolutions), float32 in the plain NCHW layout,
+and bfloat16 autocast (`--precision bfloat16`).
 
 Random weights make class scores nearly uniform, the worst case for the 1600-class NMS
 selection (trained detectors are peaked, so their selection is cheaper). Needs detectron2.
@@ -86,7 +87,7 @@ def _stage_times(extractor: object, sources: list[object]) -> dict[str, float]:
 
 
 def measure_extraction(args: argparse.Namespace, workdir: Path) -> None:
-    """Print end-to-end images/s (float32 and bfloat16 side by side) and a stage breakdown."""
+    """Print end-to-end images/s of each variant, side by side, and a stage breakdown."""
     from twelve.features.extract.availability import detectron2_available
 
     if not detectron2_available():
@@ -122,45 +123,49 @@ def measure_extraction(args: argparse.Namespace, workdir: Path) -> None:
             f"CPU; model built in {build_seconds:.1f} s"
         )
         print(
-            f"{'precision':<10} {'images':>6} {'seconds':>8} {'images/s':>9} {'s/image':>8} {'speed':>6}"
+            f"{'variant':<24} {'images':>6} {'seconds':>8} {'images/s':>9} {'s/image':>8} "
+            f"{'speed':>6}"
         )
+        nchw = build_detector(config, random_seed=0, channels_last=False)
         extractors = {
-            precision: RegionExtractor(detector, precision=precision)  # type: ignore[arg-type]
-            for precision in ("float32", "bfloat16")
+            "float32 (default)": RegionExtractor(detector),
+            "float32, NCHW layout": RegionExtractor(nchw),
+            "bfloat16 autocast": RegionExtractor(detector, precision="bfloat16"),
         }
         for extractor in extractors.values():
             extractor.extract([load_image(sources[0])])  # warm-up (allocator, oneDNN kernels)
-        # Interleaved, one image at a time, so both precisions see the same machine load.
+        # Interleaved, one image at a time, so every variant sees the same machine load.
         seconds = dict.fromkeys(extractors, 0.0)
         written = dict.fromkeys(extractors, 0)
         for source in sources[1:]:
-            for precision, extractor in extractors.items():
+            for index, (variant, extractor) in enumerate(extractors.items()):
                 summary = extract_to_store(
                     [source],
-                    workdir / f"extraction-store-{precision}",
+                    workdir / f"extraction-store-{index}",
                     extractor,
                     StoreProvenance(
                         extractor=config.name,
                         config_sha256=config.sha256,
                         weights_sha256=None,
-                        extra={"precision": precision},
+                        extra={"variant": variant},
                     ),
                     batch_size=batch_size,
                     progress=False,
                     report=lambda _message: None,
                 )
-                seconds[precision] += summary.seconds
-                written[precision] += summary.written
-        baseline = written["float32"] / seconds["float32"]
-        for precision in extractors:
-            rate = written[precision] / seconds[precision]
+                seconds[variant] += summary.seconds
+                written[variant] += summary.written
+        baseline = written["float32 (default)"] / seconds["float32 (default)"]
+        for variant in extractors:
+            rate = written[variant] / seconds[variant]
             print(
-                f"{precision:<10} {written[precision]:>6} {seconds[precision]:>8.1f} "
+                f"{variant:<24} {written[variant]:>6} {seconds[variant]:>8.1f} "
                 f"{rate:>9.3f} {1 / rate:>8.2f} {rate / baseline:>5.2f}x"
             )
         by_precision: dict[str, dict[str, float]] = {}
+        staged = {k: v for k, v in extractors.items() if "NCHW" not in k}
         for source in sources[1 : 1 + stage_count]:
-            for precision, extractor in extractors.items():
+            for precision, extractor in staged.items():
                 times = _stage_times(extractor, [source])
                 totals = by_precision.setdefault(precision, dict.fromkeys(times, 0.0))
                 for stage, value in times.items():
