@@ -14,6 +14,7 @@ from torch.nn import functional as F  # noqa: N812 (the universal torch idiom)
 
 from twelve.model.attention import AttentionImplementation, additive_mask
 from twelve.model.config import ViLBERTConfig
+from twelve.model.dropout import Dropout
 from twelve.model.inputs import AttentionMaps, EncoderOutput, ViLBERTInputs
 from twelve.model.layers import BiAttention, CoAttentionLayer, SelfAttention, TransformerLayer
 
@@ -29,7 +30,7 @@ class TextEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(text.max_position_embeddings, text.hidden_size)
         self.token_type_embeddings = nn.Embedding(text.type_vocab_size, text.hidden_size)
         self.LayerNorm = nn.LayerNorm(text.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(text.hidden_dropout)
+        self.dropout = Dropout(text.hidden_dropout)
         self.task_embeddings: nn.Embedding | None = (
             nn.Embedding(config.task_token_table_size, text.hidden_size)
             if config.task_tokens
@@ -68,7 +69,7 @@ class ImageEmbeddings(nn.Module):
         self.image_embeddings = nn.Linear(vision.feature_size, vision.hidden_size)
         self.image_location_embeddings = nn.Linear(5, vision.hidden_size)
         self.LayerNorm = nn.LayerNorm(vision.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(vision.embedding_dropout)
+        self.dropout = Dropout(vision.embedding_dropout)
 
     def forward(self, features: Tensor, locations: Tensor) -> Tensor:
         """(B, R, D) features and (B, R, 5) locations → (B, R, W)."""

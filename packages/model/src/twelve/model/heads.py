@@ -23,6 +23,7 @@ from twelve.model.config import (
     RegionHeadSpec,
     ViLBERTConfig,
 )
+from twelve.model.dropout import Dropout
 
 HeadReads = Literal["pooled", "vision"]
 
@@ -201,4 +202,4 @@ class PretrainingHeads(nn.Module):
         self.imagePredictions = ImagePredictionHead(
             config.vision.hidden_size, config.image_target_size, eps
         )
-        self.dropout = nn.Dropout(config.head_dropout)
+        self.dropout = Dropout(config.head_dropout)

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812 (the universal torch idiom)
 
 from twelve.model.attention import AttentionImplementation, attend, split_heads
+from twelve.model.dropout import Dropout, dropout_add
 from twelve.model.packed import PackedLinear, expose_packed_parts
 
 
@@ -53,11 +54,13 @@ class ResidualOutput(nn.Module):
         super().__init__()
         self.dense = nn.Linear(in_width, out_width)
         self.LayerNorm = nn.LayerNorm(out_width, eps=eps)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, hidden: Tensor, residual: Tensor) -> Tensor:
         """Project `hidden`, add `residual`, normalize."""
-        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
+        return self.LayerNorm(
+            dropout_add(self.dense(hidden), residual, self.dropout.p, self.training)
+        )
 
 
 class Intermediate(nn.Module):
@@ -191,11 +194,11 @@ class BiOutput(nn.Module):
     ) -> None:
         super().__init__()
         self.dense1 = nn.Linear(width, vision_width)
-        self.dropout1 = nn.Dropout(vision_dropout)
+        self.dropout1 = Dropout(vision_dropout)
         self.LayerNorm1 = nn.LayerNorm(vision_width, eps=eps)
         self.q_dense1 = nn.Linear(width, vision_width)
         self.dense2 = nn.Linear(width, text_width)
-        self.dropout2 = nn.Dropout(text_dropout)
+        self.dropout2 = Dropout(text_dropout)
         self.LayerNorm2 = nn.LayerNorm(text_width, eps=eps)
         self.q_dense2 = nn.Linear(width, text_width)
         for dead in (self.q_dense1, self.q_dense2):
@@ -205,10 +208,15 @@ class BiOutput(nn.Module):
         self, vision_context: Tensor, vision: Tensor, text_context: Tensor | None, text: Tensor
     ) -> tuple[Tensor, Tensor | None]:
         """Project each context back to its stream's width, add the residual, normalize."""
-        vision_out = self.LayerNorm1(self.dropout1(self.dense1(vision_context)) + vision)
+        training = self.training
+        vision_out = self.LayerNorm1(
+            dropout_add(self.dense1(vision_context), vision, self.dropout1.p, training)
+        )
         if text_context is None:
             return vision_out, None
-        text_out = self.LayerNorm2(self.dropout2(self.dense2(text_context)) + text)
+        text_out = self.LayerNorm2(
+            dropout_add(self.dense2(text_context), text, self.dropout2.p, training)
+        )
         return vision_out, text_out
 
 

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from twelve.model.attention import AttentionImplementation
 from twelve.model.config import ViLBERTConfig
+from twelve.model.dropout import Dropout
 from twelve.model.encoder import ViLBERTEncoder
 from twelve.model.errors import UnknownTaskError
 from twelve.model.heads import HeadInputs, PretrainingHeads, TaskHead, build_head
@@ -32,7 +33,7 @@ class MultiTaskViLBERT(nn.Module):
         for name, spec in config.heads.items():
             self.add_module(name, build_head(spec, config))
         self.linguisic_logit = nn.Linear(config.text.hidden_size, 1)
-        self.dropout = nn.Dropout(config.head_dropout)
+        self.dropout = Dropout(config.head_dropout)
         self.reset_parameters()
         self.set_attention_implementation(attention)
 
