@@ -1,0 +1,72 @@
+"""The cheap CPU dropout: drop rate, scaling, gradients, reproducibility, evaluation identity."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from twelve.model.dropout import Dropout, dropout, dropout_add, keep_scale
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_drop_rate_and_scale(p: float) -> None:
+    torch.manual_seed(0)
+    x = torch.ones(200_003)  # not a multiple of 4: the last 64-bit word is partly used
+    y = dropout(x, p, training=True)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - p) < 0.005
+    kept = y[y != 0]
+    torch.testing.assert_close(kept, torch.full_like(kept, 65536 / (65536 - round(p * 65536))))
+    assert abs(y.mean().item() - 1.0) < 0.01  # unbiased
+
+
+def test_lanes_are_independent() -> None:
+    torch.manual_seed(1)
+    scale = keep_scale(torch.empty(400_000), 0.1).view(-1, 4)
+    for lane in range(4):
+        assert abs((scale[:, lane] == 0).float().mean().item() - 0.1) < 0.005
+
+
+def test_backward_uses_the_forward_mask() -> None:
+    torch.manual_seed(2)
+    x = torch.randn(64, 32, requires_grad=True)
+    y = dropout(x, 0.3, training=True)
+    y.sum().backward()
+    assert x.grad is not None
+    torch.testing.assert_close(x.grad, torch.where(y == 0, 0.0, y / x.detach()))
+
+
+def test_dropout_add_matches_its_definition() -> None:
+    x = torch.randn(16, 24, requires_grad=True)
+    residual = torch.randn(16, 24, requires_grad=True)
+    torch.manual_seed(3)
+    out = dropout_add(x, residual, 0.2, training=True)
+    torch.manual_seed(3)
+    scale = keep_scale(x.detach(), 0.2)
+    torch.testing.assert_close(out, residual + x * scale)
+    out.backward(torch.ones_like(out))
+    assert x.grad is not None
+    assert residual.grad is not None
+    torch.testing.assert_close(x.grad, scale)
+    torch.testing.assert_close(residual.grad, torch.ones_like(residual))
+
+
+def test_mixed_precision_residual_stays_in_the_wider_dtype() -> None:
+    x = torch.randn(8, 8).bfloat16()
+    residual = torch.randn(8, 8)
+    assert dropout_add(x, residual, 0.1, training=True).dtype == torch.float32
+    assert dropout(x, 0.1, training=True).dtype == torch.bfloat16
+
+
+def test_seeded_runs_repeat_and_evaluation_is_identity() -> None:
+    module = Dropout(0.1)
+    x = torch.randn(1000)
+    torch.manual_seed(4)
+    first = module(x)
+    torch.manual_seed(4)
+    assert torch.equal(first, module(x))
+    module.eval()
+    assert module(x) is x
+    assert dropout(x, 0.0, training=True) is x
+    with pytest.raises(ValueError, match=r"dropout probability must be in \[0, 1\)"):
+        Dropout(1.0)
