@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -157,11 +155,14 @@ def measure(setup: Setup, modes: tuple[str, ...], rounds: int, warmup: int) -> l
     return results
 
 
-def resident_gib() -> float:
-    """Current resident set size of this process, GiB."""
-    with open("/proc/self/statm") as handle:
-        pages = int(handle.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**30
+def resident_gib(field: str = "VmRSS") -> float:
+    """Resident set size of this process (`VmRSS`) or its peak (`VmHWM`), GiB. (Not
+    `ru_maxrss`, which a child inherits from its parent across exec.)"""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 2**20
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def memory_of(setup_args: list[str], mode: str) -> tuple[float, float]:
@@ -254,7 +255,7 @@ def main() -> None:
         built = resident_gib()
         for _ in range(2):
             runner.run(args.memory_of)
-        print(f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20} {built}")
+        print(f"{resident_gib('VmHWM')} {built}")
         return
 
     modes = tuple(mode for mode in args.modes.split(",") if mode)

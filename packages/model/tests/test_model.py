@@ -260,3 +260,15 @@ def test_bf16_autocast_backward(
     assert grad is not None
     assert grad.dtype == torch.float32
     assert torch.isfinite(grad).all()
+
+
+def test_initialisation_follows_the_original(tiny_config: ViLBERTConfig) -> None:
+    torch.manual_seed(0)
+    model = MultiTaskViLBERT(ViLBERTConfig.preset("tiny"))
+    qkv = model.bert.encoder.v_layer[0].attention.self.qkv
+    assert abs(qkv.weight.std().item() - 0.02) < 0.002
+    assert torch.count_nonzero(qkv.bias) == 0
+    norm = model.bert.encoder.layer[0].output.LayerNorm
+    assert torch.equal(norm.weight, torch.ones_like(norm.weight))
+    assert torch.count_nonzero(model.cls.predictions.bias) == 0
+    assert abs(model.bert.embeddings.word_embeddings.weight[0].std().item() - 0.02) < 0.01

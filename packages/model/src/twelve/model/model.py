@@ -20,6 +20,7 @@ from twelve.model.errors import UnknownTaskError
 from twelve.model.heads import HeadInputs, PretrainingHeads, TaskHead, build_head
 from twelve.model.inputs import EncoderOutput, PretrainingOutput, TaskOutput, ViLBERTInputs
 from twelve.model.layers import BiOutput
+from twelve.model.packed import PackedLinear
 
 
 class MultiTaskViLBERT(nn.Module):
@@ -44,24 +45,18 @@ class MultiTaskViLBERT(nn.Module):
         std = self.config.initializer_range
         with torch.no_grad():
             for module in self.modules():
-                if isinstance(module, nn.Linear | nn.Embedding):
-                    if module.weight.is_meta:
-                        continue
-                    module.weight.normal_(0.0, std)
-                    if isinstance(module, nn.Linear) and module.bias is not None:
+                weight = getattr(module, "weight", None)
+                if weight is None or weight.is_meta:
+                    continue
+                if isinstance(module, nn.Linear | nn.Embedding | PackedLinear):
+                    weight.normal_(0.0, std)
+                    if getattr(module, "bias", None) is not None:
                         module.bias.zero_()
                 elif isinstance(module, nn.LayerNorm):
-                    if module.weight.is_meta:
-                        continue
-                    module.weight.fill_(1.0)
+                    weight.fill_(1.0)
                     module.bias.zero_()
-            for name, parameter in self.named_parameters():
-                if parameter.is_meta:
-                    continue
-                if name.endswith((".qkv.weight", "_qkv.weight")):
-                    parameter.normal_(0.0, std)
-                elif name.endswith((".qkv.bias", "_qkv.bias", "predictions.bias")):
-                    parameter.zero_()
+            if not self.cls.predictions.bias.is_meta:
+                self.cls.predictions.bias.zero_()
 
     def tie_weights(self) -> None:
         """Make the masked-LM decoder share the word-embedding matrix (as the original)."""
