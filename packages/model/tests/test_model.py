@@ -262,7 +262,7 @@ def test_bf16_autocast_backward(
     assert torch.isfinite(grad).all()
 
 
-def test_initialisation_follows_the_original(tiny_config: ViLBERTConfig) -> None:
+def test_initialisation_follows_the_original() -> None:
     torch.manual_seed(0)
     model = MultiTaskViLBERT(ViLBERTConfig.preset("tiny"))
     qkv = model.bert.encoder.v_layer[0].attention.self.qkv
