@@ -15,12 +15,17 @@ the best round. Absolute times are the best round's.
 
     uv run python benchmarks/model_step.py                       # the full run (~5 minutes)
     uv run python benchmarks/model_step.py --preset tiny --rounds 2 --no-memory   # smoke run
+
+Environment: `THP_MEM_ALLOC_ENABLE=1` (a PyTorch setting, read at import) backs large CPU
+tensors with transparent huge pages, which cuts the page faults of re-allocated activations and
+gradients; the header says whether it was set.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -273,7 +278,8 @@ def main() -> None:
         f"twelve.model benchmark: preset {args.preset}, task {args.task}, batch {args.batch}, "
         f"{args.text} text tokens (+1 task token), {args.regions} regions, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
-        f"CPU capability {torch.backends.cpu.get_cpu_capability()}, {args.rounds} rounds",
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}, {args.rounds} rounds, "
+        f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}",
         flush=True,
     )
     rounds = measure(setup, modes, args.rounds, args.warmup)
