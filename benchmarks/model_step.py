@@ -9,21 +9,28 @@ For a preset (default `12in1-base`), batch 8, 24 text tokens (+ the task token) 
 - achieved FLOP/s as a fraction of a large `torch.mm` (4096², fp32) measured in the same process.
 
 The machine is shared, so the measurement is paired: every round runs a reference matmul right
-before each mode, and the modes one after another; each ratio (fraction of the matmul's
-FLOP/s, bf16 speed-up over fp32) is computed within a round and the table shows the median and
-the best round. Absolute times are the best round's.
+before each mode, and the modes one after another (in reverse order every other round, so that
+a slow drift of the machine does not favour the modes that run first); each ratio (fraction of
+the matmul's FLOP/s, bf16 speed-up over fp32) is computed within a round and the table shows
+the median and the best round. The reference matmul writes into a preallocated output, so it
+measures the kernel and not the page faults of a fresh 64 MiB result. Python's garbage
+collector is collected before and paused during the timed rounds (as `timeit` does).
 
     uv run python benchmarks/model_step.py                       # the full run (~5 minutes)
     uv run python benchmarks/model_step.py --preset tiny --rounds 2 --no-memory   # smoke run
 
 Environment: `THP_MEM_ALLOC_ENABLE=1` (a PyTorch setting, read at import) backs large CPU
-tensors with transparent huge pages, which cuts the page faults of re-allocated activations and
-gradients; the header says whether it was set.
+tensors with transparent huge pages. Eager PyTorch allocates every activation, gradient and
+autocast weight copy afresh each step and glibc returns large blocks to the kernel on free, so
+a 12in1-base training step takes ~100k page faults (~4 % of the step) without it. The benchmark
+runs with it set, as we recommend for CPU training (it re-executes itself with the variable
+when it is unset; `--no-thp` measures without); the header says which.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -135,10 +142,11 @@ class Reference:
     def __init__(self) -> None:
         self.a = torch.randn(MM_SIZE, MM_SIZE)
         self.b = torch.randn(MM_SIZE, MM_SIZE)
+        self.out = torch.mm(self.a, self.b)
 
     def flops_per_second(self) -> float:
         start = time.perf_counter()
-        torch.mm(self.a, self.b)
+        torch.mm(self.a, self.b, out=self.out)
         return 2 * MM_SIZE**3 / (time.perf_counter() - start)
 
 
@@ -152,9 +160,14 @@ def measure(setup: Setup, modes: tuple[str, ...], rounds: int, warmup: int) -> l
     results = []
     for index in range(rounds):
         current = {}
-        for mode in modes:
-            mm = reference.flops_per_second()
-            current[mode] = {**runner.run(mode), "mm": mm}
+        gc.collect()
+        gc.disable()
+        try:
+            for mode in modes if index % 2 == 0 else reversed(modes):
+                mm = reference.flops_per_second()
+                current[mode] = {**runner.run(mode), "mm": mm}
+        finally:
+            gc.enable()
         results.append(current)
         print(f"  round {index + 1}/{rounds} done", file=sys.stderr, flush=True)
     return results
@@ -182,7 +195,7 @@ def memory_of(setup_args: list[str], mode: str) -> tuple[float, float]:
 
 
 def summarise(rounds: list[dict], modes: tuple[str, ...], flops) -> tuple[dict, dict]:
-    """Best-round timings per mode, and every paired ratio (median and best over rounds)."""
+    """Median and best timings per mode, and every paired ratio (median and best over rounds)."""
     figures = {}
     for mode in modes:
         runs = [r[mode] for r in rounds]
@@ -192,8 +205,8 @@ def summarise(rounds: list[dict], modes: tuple[str, ...], flops) -> tuple[dict, 
             "seconds_median": statistics.median(run["seconds"] for run in runs),
         }
         if mode.startswith("train"):
-            entry["fwd_bwd_seconds_best"] = min(run["fwd_bwd"] for run in runs)
-            entry["optimizer_seconds_best"] = min(run["optimizer"] for run in runs)
+            entry["fwd_bwd_seconds_median"] = statistics.median(run["fwd_bwd"] for run in runs)
+            entry["optimizer_seconds_median"] = statistics.median(run["optimizer"] for run in runs)
         figures[mode] = entry
     ratios: dict[str, list[float]] = {}
 
@@ -240,12 +253,20 @@ def main() -> None:
     parser.add_argument("--regions", type=int, default=101)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     parser.add_argument("--json", help="also write every figure to this file")
+    parser.add_argument(
+        "--no-thp", action="store_true", help="keep THP_MEM_ALLOC_ENABLE as the environment has it"
+    )
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not args.no_thp and "THP_MEM_ALLOC_ENABLE" not in os.environ:
+        # PyTorch reads the variable once, when it loads: start again with it set.
+        os.execve(
+            sys.executable, [sys.executable, *sys.argv], {**os.environ, "THP_MEM_ALLOC_ENABLE": "1"}
+        )
 
     torch.set_num_threads(args.threads)
     setup = Setup(
@@ -292,6 +313,7 @@ def main() -> None:
             f"--text={args.text}",
             f"--regions={args.regions}",
             f"--threads={args.threads}",
+            "--no-thp",
         ]
         for mode in modes:
             figures[mode]["peak_gib"], figures[mode]["built_gib"] = memory_of(setup_args, mode)
@@ -308,7 +330,7 @@ def main() -> None:
     )
     print()
     header = (
-        f"{'mode':<21}{'ex/s':>7}{'s/iter':>8}{'median':>8}{'fwd+bwd':>9}{'AdamW':>7}"
+        f"{'mode':<21}{'ex/s':>7}{'median s':>9}{'best s':>8}{'fwd+bwd':>9}{'AdamW':>7}"
         f"{'GFLOP/s':>9}{'peak GiB':>10}{'built':>7}"
     )
     print(header)
@@ -316,16 +338,18 @@ def main() -> None:
     nan = float("nan")
     for mode in modes:
         entry = figures[mode]
-        busy = entry.get("fwd_bwd_seconds_best", entry["seconds_best"])
+        busy = entry.get("fwd_bwd_seconds_median", entry["seconds_median"])
         work = flops.training if mode.startswith("train") else flops.forward
         print(
-            f"{mode:<21}{setup.batch / entry['seconds_best']:>7.2f}{entry['seconds_best']:>8.3f}"
-            f"{entry['seconds_median']:>8.3f}{entry.get('fwd_bwd_seconds_best', nan):>9.3f}"
-            f"{entry.get('optimizer_seconds_best', nan):>7.3f}{work / busy / 1e9:>9.1f}"
+            f"{mode:<21}{setup.batch / entry['seconds_median']:>7.2f}"
+            f"{entry['seconds_median']:>9.3f}{entry['seconds_best']:>8.3f}"
+            f"{entry.get('fwd_bwd_seconds_median', nan):>9.3f}"
+            f"{entry.get('optimizer_seconds_median', nan):>7.3f}{work / busy / 1e9:>9.1f}"
             f"{entry.get('peak_gib', nan):>10.2f}{entry.get('built_gib', nan):>7.2f}"
         )
     print(
-        "(GFLOP/s: analytic FLOPs over forward+backward time for training, forward for inference)"
+        "(ex/s, fwd+bwd, AdamW, GFLOP/s: median rounds; GFLOP/s: analytic FLOPs over forward+backward "
+        "time for training, forward for inference)"
     )
     print()
     print(f"{'paired ratio (within a round)':<46}{'median':>8}{'best':>8}   target")
