@@ -9,7 +9,8 @@ For a preset (default `12in1-base`), batch 8, 24 text tokens (+ the task token) 
 - achieved FLOP/s as a fraction of a large `torch.mm` (4096², fp32) measured in the same process.
 
 The machine is shared, so the measurement is paired: every round runs a reference matmul right
-before each mode, and the modes one after another (in reverse order every other round, so that
+before and right after each mode (the reference rate is that of the two together), and the modes
+one after another (in reverse order every other round, so that
 a slow drift of the machine does not favour the modes that run first); each ratio (fraction of
 the matmul's FLOP/s, bf16 speed-up over fp32) is computed within a round and the table shows
 the median and the best round. The reference matmul writes into a preallocated output, so it
@@ -144,14 +145,21 @@ class Reference:
         self.b = torch.randn(MM_SIZE, MM_SIZE)
         self.out = torch.mm(self.a, self.b)
 
-    def flops_per_second(self) -> float:
+    def seconds(self) -> float:
+        """Time of one matmul."""
         start = time.perf_counter()
         torch.mm(self.a, self.b, out=self.out)
-        return 2 * MM_SIZE**3 / (time.perf_counter() - start)
+        return time.perf_counter() - start
+
+    def flops_per_second(self, *seconds: float) -> float:
+        """FLOP/s over the given matmul times (one fresh matmul when none are given)."""
+        times = seconds or (self.seconds(),)
+        return 2 * MM_SIZE**3 * len(times) / sum(times)
 
 
 def measure(setup: Setup, modes: tuple[str, ...], rounds: int, warmup: int) -> list[dict]:
-    """Per round: for each mode, the reference matmul's FLOP/s and then the mode's timings."""
+    """Per round: for each mode, its timings and the reference matmul's FLOP/s over one matmul
+    right before and one right after it (the machine's rate while the mode ran)."""
     runner, reference = Runner(setup, modes), Reference()
     for _ in range(warmup):
         reference.flops_per_second()
@@ -164,8 +172,10 @@ def measure(setup: Setup, modes: tuple[str, ...], rounds: int, warmup: int) -> l
         gc.disable()
         try:
             for mode in modes if index % 2 == 0 else reversed(modes):
-                mm = reference.flops_per_second()
-                current[mode] = {**runner.run(mode), "mm": mm}
+                before = reference.seconds()
+                timings = runner.run(mode)
+                mm = reference.flops_per_second(before, reference.seconds())
+                current[mode] = {**timings, "mm": mm}
         finally:
             gc.enable()
         results.append(current)
