@@ -18,6 +18,18 @@ _PRESET_HELP = (
 )
 
 
+def _silence_detectron2_deprecations() -> None:
+    """Hide warnings detectron2 v0.6 raises inside newer torch, which its users cannot act on."""
+    import warnings
+
+    warnings.filterwarnings(
+        "ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning
+    )
+    warnings.filterwarnings(
+        "ignore", message=r"torch\.meshgrid: in an upcoming release", category=UserWarning
+    )
+
+
 def _read_names(path: Path | None, first: str) -> list[str] | None:
     """Class names from a text file (one per line), with index 0 = background / no attribute."""
     if path is None:
@@ -179,6 +191,7 @@ def extract_command(
         require_detectron2()
     except Detectron2MissingError as error:
         raise click.ClickException(str(error)) from None
+    _silence_detectron2_deprecations()
 
     import torch
     from pydantic import ValidationError
