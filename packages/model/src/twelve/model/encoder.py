@@ -17,6 +17,7 @@ from twelve.model.config import ViLBERTConfig
 from twelve.model.dropout import Dropout
 from twelve.model.inputs import AttentionMaps, EncoderOutput, ViLBERTInputs
 from twelve.model.layers import BiAttention, CoAttentionLayer, SelfAttention, TransformerLayer
+from twelve.model.reused_grads import Embedding, Linear
 
 
 class TextEmbeddings(nn.Module):
@@ -26,7 +27,7 @@ class TextEmbeddings(nn.Module):
     def __init__(self, config: ViLBERTConfig) -> None:
         super().__init__()
         text = config.text
-        self.word_embeddings = nn.Embedding(text.vocab_size, text.hidden_size, padding_idx=0)
+        self.word_embeddings = Embedding(text.vocab_size, text.hidden_size, padding_idx=0)
         self.position_embeddings = nn.Embedding(text.max_position_embeddings, text.hidden_size)
         self.token_type_embeddings = nn.Embedding(text.type_vocab_size, text.hidden_size)
         self.LayerNorm = nn.LayerNorm(text.hidden_size, eps=config.layer_norm_eps)
@@ -66,7 +67,7 @@ class ImageEmbeddings(nn.Module):
     def __init__(self, config: ViLBERTConfig) -> None:
         super().__init__()
         vision = config.vision
-        self.image_embeddings = nn.Linear(vision.feature_size, vision.hidden_size)
+        self.image_embeddings = Linear(vision.feature_size, vision.hidden_size)
         self.image_location_embeddings = nn.Linear(5, vision.hidden_size)
         self.LayerNorm = nn.LayerNorm(vision.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(vision.embedding_dropout)

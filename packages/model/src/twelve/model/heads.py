@@ -24,6 +24,7 @@ from twelve.model.config import (
     ViLBERTConfig,
 )
 from twelve.model.dropout import Dropout
+from twelve.model.reused_grads import Linear
 
 HeadReads = Literal["pooled", "vision"]
 
@@ -40,10 +41,10 @@ class HeadInputs:
 def _simple_classifier(in_width: int, hidden: int, out: int, eps: float) -> nn.Sequential:
     """Linear → GeLU → LayerNorm → Linear (the original `SimpleClassifier`, names 0/2/3)."""
     return nn.Sequential(
-        nn.Linear(in_width, hidden),
+        Linear(in_width, hidden),
         nn.GELU(),
         nn.LayerNorm(hidden, eps=eps),
-        nn.Linear(hidden, out),
+        Linear(hidden, out),
     )
 
 

@@ -18,6 +18,8 @@ from torch.nn import functional as F  # noqa: N812 (the universal torch idiom)
 from twelve.model.attention import AttentionImplementation, attend, split_heads
 from twelve.model.dropout import Dropout, dropout_add
 from twelve.model.packed import PackedLinear, expose_packed_parts
+from twelve.model.packed_attention import PackedProblem, attend_packed, packed_attention_applies
+from twelve.model.reused_grads import Linear
 
 
 class SelfAttention(nn.Module):
@@ -35,16 +37,34 @@ class SelfAttention(nn.Module):
         self, hidden: Tensor, mask: Tensor, need_weights: bool = False
     ) -> tuple[Tensor, Tensor | None]:
         """(B, L, W) states and (B, 1, 1, L) additive mask → (B, L, W) context, probabilities."""
-        query, key, value = split_heads(self.qkv(hidden), 3, self.heads)
+        projected = self.qkv(hidden)
+        dropout = self.dropout if self.training else 0.0
+        if _fused_training(self.implementation, need_weights, dropout, projected):
+            problem = PackedProblem(0, 0, mask, dropout)
+            return attend_packed((projected,), (problem,), self.heads)[0], None
+        query, key, value = split_heads(projected, 3, self.heads)
         return attend(
             query,
             key,
             value,
             mask,
-            dropout=self.dropout if self.training else 0.0,
+            dropout=dropout,
             implementation=self.implementation,
             need_weights=need_weights,
         )
+
+
+def _fused_training(
+    implementation: AttentionImplementation, need_weights: bool, dropout: float, *packed: Tensor
+) -> bool:
+    """Whether attention runs through `attend_packed`: the default implementation, CPU float32
+    training with attention dropout and no probabilities asked for."""
+    return (
+        implementation == "sdpa"
+        and not need_weights
+        and dropout > 0.0
+        and packed_attention_applies(*packed)
+    )
 
 
 class ResidualOutput(nn.Module):
@@ -52,7 +72,7 @@ class ResidualOutput(nn.Module):
 
     def __init__(self, in_width: int, out_width: int, dropout: float, eps: float) -> None:
         super().__init__()
-        self.dense = nn.Linear(in_width, out_width)
+        self.dense = Linear(in_width, out_width)
         self.LayerNorm = nn.LayerNorm(out_width, eps=eps)
         self.dropout = Dropout(dropout)
 
@@ -68,7 +88,7 @@ class Intermediate(nn.Module):
 
     def __init__(self, width: int, intermediate: int) -> None:
         super().__init__()
-        self.dense = nn.Linear(width, intermediate)
+        self.dense = Linear(width, intermediate)
 
     def forward(self, hidden: Tensor) -> Tensor:
         """(…, W) → (…, I)."""
@@ -149,9 +169,24 @@ class BiAttention(nn.Module):
         """Return the region-side context (regions attend to text), the text-side context
         (text attends to regions; None without `need_text`) and, when asked, both
         probability maps."""
-        v_query, v_key, v_value = split_heads(self.vision_qkv(vision), 3, self.heads)
-        t_query, t_key, t_value = split_heads(self.text_qkv(text), 3, self.heads)
+        vision_projected, text_projected = self.vision_qkv(vision), self.text_qkv(text)
         training = self.training
+        text_dropout = self.text_queries_dropout if training else 0.0
+        vision_dropout = self.vision_queries_dropout if training else 0.0
+        if _fused_training(
+            self.implementation,
+            need_weights,
+            max(text_dropout, vision_dropout),
+            vision_projected,
+            text_projected,
+        ):
+            # Text queries first, as the explicit path below (same dropout draws).
+            problems = (PackedProblem(1, 0, vision_mask, text_dropout),) if need_text else ()
+            problems += (PackedProblem(0, 1, text_mask, vision_dropout),)
+            contexts = attend_packed((vision_projected, text_projected), problems, self.heads)
+            return contexts[-1], contexts[0] if need_text else None, None, None
+        v_query, v_key, v_value = split_heads(vision_projected, 3, self.heads)
+        t_query, t_key, t_value = split_heads(text_projected, 3, self.heads)
         text_context: Tensor | None = None
         text_to_vision: Tensor | None = None
         if need_text:
@@ -160,7 +195,7 @@ class BiAttention(nn.Module):
                 v_key,
                 v_value,
                 vision_mask,
-                dropout=self.text_queries_dropout if training else 0.0,
+                dropout=text_dropout,
                 implementation=self.implementation,
                 need_weights=need_weights,
             )
@@ -169,7 +204,7 @@ class BiAttention(nn.Module):
             t_key,
             t_value,
             text_mask,
-            dropout=self.vision_queries_dropout if training else 0.0,
+            dropout=vision_dropout,
             implementation=self.implementation,
             need_weights=need_weights,
         )
@@ -193,11 +228,11 @@ class BiOutput(nn.Module):
         eps: float,
     ) -> None:
         super().__init__()
-        self.dense1 = nn.Linear(width, vision_width)
+        self.dense1 = Linear(width, vision_width)
         self.dropout1 = Dropout(vision_dropout)
         self.LayerNorm1 = nn.LayerNorm(vision_width, eps=eps)
         self.q_dense1 = nn.Linear(width, vision_width)
-        self.dense2 = nn.Linear(width, text_width)
+        self.dense2 = Linear(width, text_width)
         self.dropout2 = Dropout(text_dropout)
         self.LayerNorm2 = nn.LayerNorm(text_width, eps=eps)
         self.q_dense2 = nn.Linear(width, text_width)

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F  # noqa: N812 (the universal torch idiom)
+
+from twelve.model.reused_grads import GradientBuffer, linear
 
 _SUFFIXES = ("weight", "bias")
 
@@ -34,10 +35,11 @@ class PackedLinear(nn.Module):
         total = out_features * len(part_names)
         self.weight = nn.Parameter(torch.empty(total, in_features))
         self.bias = nn.Parameter(torch.empty(total))
+        self.grad_buffer = GradientBuffer()
 
     def forward(self, x: Tensor) -> Tensor:
         """All parts at once: (…, in) → (…, parts·out), parts concatenated in order."""
-        return F.linear(x, self.weight, self.bias)
+        return linear(x, self.weight, self.bias, self.grad_buffer)
 
     def part_shape(self, suffix: str) -> tuple[int, ...]:
         """Shape of one part's `weight` or `bias` as stored in checkpoints."""

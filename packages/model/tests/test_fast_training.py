@@ -1,0 +1,162 @@
+"""The CPU float32 training paths: reused weight-gradient storage and packed-projection attention.
+
+Both must give the stock computation's values (up to float rounding) and stock autograd
+semantics: gradients accumulate across backward passes, a gradient still referenced is never
+overwritten, the padding row of an embedding gets no gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from unittest import mock
+
+import pytest
+import torch
+from torch.nn import functional as F  # noqa: N812 (the universal torch idiom)
+
+import twelve.model.layers as layers
+import twelve.model.reused_grads as reused_grads
+from twelve.model.attention import additive_mask
+from twelve.model.config import ViLBERTConfig
+from twelve.model.inputs import ViLBERTInputs
+from twelve.model.model import MultiTaskViLBERT
+from twelve.model.packed_attention import PackedProblem, attend_packed
+from twelve.model.reused_grads import Embedding, Linear
+
+
+def _grads(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+
+
+def test_linear_reuses_its_gradient_storage_only_when_free() -> None:
+    torch.manual_seed(0)
+    layer = Linear(6, 5)
+    x = torch.randn(3, 4, 6, requires_grad=True)
+    layer(x).square().sum().backward()
+    expected_weight = layer.weight.grad.clone()  # type: ignore[union-attr]
+    reference = torch.nn.Linear(6, 5)
+    reference.load_state_dict(layer.state_dict())
+    x_ref = x.detach().clone().requires_grad_(True)
+    reference(x_ref).square().sum().backward()
+    torch.testing.assert_close(expected_weight, reference.weight.grad)
+    torch.testing.assert_close(layer.bias.grad, reference.bias.grad)
+    torch.testing.assert_close(x.grad, x_ref.grad)
+
+    kept = layer.weight.grad  # a caller keeps the gradient: it must survive the next step
+    pointer = kept.data_ptr()  # type: ignore[union-attr]
+    layer.zero_grad(set_to_none=True)
+    layer(x).square().sum().backward()
+    assert layer.weight.grad.data_ptr() != pointer  # type: ignore[union-attr]
+    torch.testing.assert_close(kept, expected_weight)
+    del kept
+    # Nothing refers to the kept storage now but the buffer: the step after reuses it.
+    pointer = layer.weight.grad.data_ptr()  # type: ignore[union-attr]
+    layer.zero_grad(set_to_none=True)
+    layer(x).square().sum().backward()
+    assert layer.weight.grad.data_ptr() == pointer  # type: ignore[union-attr]
+    torch.testing.assert_close(layer.weight.grad, expected_weight)
+
+
+def test_linear_gradients_accumulate_without_zero_grad() -> None:
+    torch.manual_seed(1)
+    layer = Linear(4, 3)
+    first, second = torch.randn(5, 4), torch.randn(5, 4)
+    layer(first).sum().backward()
+    layer(second).sum().backward()  # must add to, not overwrite, the first gradient
+    expected = torch.ones(5, 3).t() @ (first + second)
+    torch.testing.assert_close(layer.weight.grad, expected)
+
+
+def test_embedding_gradient_is_dense_and_skips_the_padding_row() -> None:
+    torch.manual_seed(2)
+    table = Embedding(10, 3, padding_idx=0)
+    reference = torch.nn.Embedding(10, 3, padding_idx=0)
+    reference.load_state_dict(table.state_dict())
+    ids = torch.tensor([[0, 3, 3, 7], [1, 0, 7, 9]])
+    upstream = torch.randn(2, 4, 3)
+    for _ in range(2):  # the second step reuses (and must re-zero) the storage
+        table.zero_grad(set_to_none=True)
+        reference.zero_grad(set_to_none=True)
+        (table(ids) * upstream).sum().backward()
+        (reference(ids) * upstream).sum().backward()
+        torch.testing.assert_close(table.weight.grad, reference.weight.grad)
+        assert table.weight.grad[0].abs().sum() == 0  # type: ignore[index]
+        ids = torch.tensor([[2, 2, 5, 0], [4, 4, 4, 8]])
+
+
+def _packed_reference(
+    projected: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor, heads: int
+) -> torch.Tensor:
+    def split(t: torch.Tensor, part: int) -> torch.Tensor:
+        b, length, width = t.shape
+        w = width // 3
+        return t[..., part * w : (part + 1) * w].reshape(b, length, heads, -1).transpose(1, 2)
+
+    query, key, value = split(projected, 0), split(memory, 1), split(memory, 2)
+    scores = query @ key.transpose(-1, -2) / query.shape[-1] ** 0.5 + mask
+    context = torch.softmax(scores, dim=-1) @ value
+    return context.transpose(1, 2).reshape(projected.shape[0], projected.shape[1], -1)
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_packed_attention_matches_the_plain_computation(cross: bool) -> None:
+    torch.manual_seed(3)
+    heads = 2
+    a = torch.randn(3, 5, 3 * 8, requires_grad=True)
+    b = torch.randn(3, 7, 3 * 8, requires_grad=True)
+    mask_a = additive_mask(torch.tensor([[1] * 5, [1, 1, 1, 0, 0], [1] * 5]), torch.float32)
+    mask_b = additive_mask(torch.tensor([[1] * 7, [1] * 7, [1, 1, 0, 0, 0, 0, 0]]), torch.float32)
+    # Dropout p=0 here (the mask's randomness is tested with the model below).
+    if cross:
+        problems = (PackedProblem(1, 0, mask_a, 0.0), PackedProblem(0, 1, mask_b, 0.0))
+        outputs = attend_packed((a, b), problems, heads)
+        expected = (
+            _packed_reference(b, a, mask_a, heads),
+            _packed_reference(a, b, mask_b, heads),
+        )
+    else:
+        outputs = attend_packed((a,), (PackedProblem(0, 0, mask_a, 0.0),), heads)
+        expected = (_packed_reference(a, a, mask_a, heads),)
+    upstream = [torch.randn_like(o) for o in outputs]
+    grads = torch.autograd.grad(outputs, (a, b) if cross else (a,), upstream)
+    expected_grads = torch.autograd.grad(expected, (a, b) if cross else (a,), upstream)
+    for got, want in zip((*outputs, *grads), (*expected, *expected_grads), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="read by more than one"):
+        attend_packed((a,), (PackedProblem(0, 0, mask_a, 0.0),) * 2, heads)
+
+
+def _train_step(
+    model: MultiTaskViLBERT, inputs: ViLBERTInputs, task: str, fast: bool
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(7)  # the same dropout draws on both paths
+    off = (lambda *_args: False) if not fast else None
+    with (
+        mock.patch.object(
+            layers, "packed_attention_applies", off or layers.packed_attention_applies
+        ),
+        mock.patch.object(reused_grads, "reuse_applies", off or reused_grads.reuse_applies),
+    ):
+        logits = model.train()(inputs, task).logits
+        F.binary_cross_entropy_with_logits(logits, torch.rand_like(logits)).backward()
+    return logits.detach(), _grads(model)
+
+
+@pytest.mark.parametrize("task", ["vqa", "refcoco"])
+def test_fast_training_step_equals_the_stock_step(
+    tiny_config: ViLBERTConfig,
+    make_inputs: Callable[..., ViLBERTInputs],
+    randomized: Callable[..., None],
+    task: str,
+) -> None:
+    model = MultiTaskViLBERT(tiny_config)
+    randomized(model, std=0.1)
+    inputs = make_inputs(tiny_config)
+    stock_logits, stock = _train_step(model, inputs, task, fast=False)
+    for _ in range(2):  # the second fast step runs on reused gradient storage
+        logits, fast = _train_step(model, inputs, task, fast=True)
+        torch.testing.assert_close(logits, stock_logits, atol=1e-5, rtol=1e-5)
+        assert fast.keys() == stock.keys()
+        for name, grad in stock.items():
+            torch.testing.assert_close(fast[name], grad, atol=1e-5, rtol=1e-4, msg=name)
