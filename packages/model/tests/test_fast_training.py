@@ -15,13 +15,13 @@ import torch
 from torch.nn import functional as F  # noqa: N812 (the universal torch idiom)
 
 import twelve.model.layers as layers
-import twelve.model.reused_grads as reused_grads
+import twelve.model.reused_memory as reused_memory
 from twelve.model.attention import additive_mask
 from twelve.model.config import ViLBERTConfig
 from twelve.model.inputs import ViLBERTInputs
 from twelve.model.model import MultiTaskViLBERT
 from twelve.model.packed_attention import PackedProblem, attend_packed
-from twelve.model.reused_grads import Embedding, Linear
+from twelve.model.reused_memory import Embedding, Linear
 
 
 def _grads(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -136,7 +136,7 @@ def _train_step(
         mock.patch.object(
             layers, "packed_attention_applies", off or layers.packed_attention_applies
         ),
-        mock.patch.object(reused_grads, "reuse_applies", off or reused_grads.reuse_applies),
+        mock.patch.object(reused_memory, "reuse_applies", off or reused_memory.reuse_applies),
     ):
         logits = model.train()(inputs, task).logits
         F.binary_cross_entropy_with_logits(logits, torch.rand_like(logits)).backward()
@@ -160,3 +160,20 @@ def test_fast_training_step_equals_the_stock_step(
         assert fast.keys() == stock.keys()
         for name, grad in stock.items():
             torch.testing.assert_close(fast[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_linear_output_a_caller_keeps_is_not_overwritten() -> None:
+    torch.manual_seed(4)
+    layer = Linear(4, 3)
+    first_input, second_input = torch.randn(2, 5, 4), torch.randn(2, 5, 4)
+    first = layer(first_input)
+    first.sum().backward()
+    expected = F.linear(first_input, layer.weight, layer.bias).detach()
+    pointer = first.data_ptr()
+    second = layer(second_input)  # `first` is still referenced: fresh memory
+    assert second.data_ptr() != pointer
+    torch.testing.assert_close(first.detach(), expected)
+    torch.testing.assert_close(second, F.linear(second_input, layer.weight, layer.bias))
+    del first
+    third = layer(first_input)  # the kept block is free again (grown to the largest request)
+    torch.testing.assert_close(third, F.linear(first_input, layer.weight, layer.bias))

@@ -17,7 +17,7 @@ from twelve.model.config import ViLBERTConfig
 from twelve.model.dropout import Dropout
 from twelve.model.inputs import AttentionMaps, EncoderOutput, ViLBERTInputs
 from twelve.model.layers import BiAttention, CoAttentionLayer, SelfAttention, TransformerLayer
-from twelve.model.reused_grads import Embedding, Linear
+from twelve.model.reused_memory import Embedding, Linear
 
 
 class TextEmbeddings(nn.Module):

@@ -24,7 +24,7 @@ from twelve.model.config import (
     ViLBERTConfig,
 )
 from twelve.model.dropout import Dropout
-from twelve.model.reused_grads import Linear
+from twelve.model.reused_memory import Linear
 
 HeadReads = Literal["pooled", "vision"]
 

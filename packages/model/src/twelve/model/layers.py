@@ -19,7 +19,7 @@ from twelve.model.attention import AttentionImplementation, attend, split_heads
 from twelve.model.dropout import Dropout, dropout_add
 from twelve.model.packed import PackedLinear, expose_packed_parts
 from twelve.model.packed_attention import PackedProblem, attend_packed, packed_attention_applies
-from twelve.model.reused_grads import Linear
+from twelve.model.reused_memory import Linear
 
 
 class SelfAttention(nn.Module):

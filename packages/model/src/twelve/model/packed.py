@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from twelve.model.reused_grads import GradientBuffer, linear
+from twelve.model.reused_memory import LinearMemory, linear
 
 _SUFFIXES = ("weight", "bias")
 
@@ -35,11 +35,11 @@ class PackedLinear(nn.Module):
         total = out_features * len(part_names)
         self.weight = nn.Parameter(torch.empty(total, in_features))
         self.bias = nn.Parameter(torch.empty(total))
-        self.grad_buffer = GradientBuffer()
+        self.memory = LinearMemory()
 
     def forward(self, x: Tensor) -> Tensor:
         """All parts at once: (…, in) → (…, parts·out), parts concatenated in order."""
-        return linear(x, self.weight, self.bias, self.grad_buffer)
+        return linear(x, self.weight, self.bias, self.memory)
 
     def part_shape(self, suffix: str) -> tuple[int, ...]:
         """Shape of one part's `weight` or `bias` as stored in checkpoints."""

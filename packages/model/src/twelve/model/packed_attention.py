@@ -64,15 +64,17 @@ def attend_packed(
     return _PackedAttention.apply(problems, heads, *packed)
 
 
-def _head_major(part: Tensor, heads: int) -> Tensor:
-    """(B, L, H·D) strided part → contiguous (B·H, L, D)."""
+def _head_major(part: Tensor, heads: int, scale: float | None = None) -> Tensor:
+    """(B, L, H·D) strided part (times `scale`) → contiguous (B·H, L, D), in one pass."""
     batch, length, width = part.shape
     head_dim = width // heads
-    return (
-        part.reshape(batch, length, heads, head_dim)
-        .transpose(1, 2)
-        .reshape(batch * heads, length, head_dim)
-    )
+    source = part.reshape(batch, length, heads, head_dim).transpose(1, 2)
+    out = torch.empty(batch * heads, length, head_dim, dtype=part.dtype, device=part.device)
+    if scale is None:
+        out.view(batch, heads, length, head_dim).copy_(source)
+    else:
+        torch.mul(source, scale, out=out.view(batch, heads, length, head_dim))
+    return out
 
 
 def _part(tensor: Tensor, index: int) -> Tensor:
@@ -105,7 +107,7 @@ class _PackedAttention(torch.autograd.Function):
             keys = memory.shape[1]
             head_dim = width // heads
             scale = 1.0 / math.sqrt(head_dim)
-            query = torch.mul(_head_major(_part(source, 0), heads), scale)
+            query = _head_major(_part(source, 0), heads, scale)
             key = _head_major(_part(memory, 1), heads)
             value = _head_major(_part(memory, 2), heads)
             scores = torch.bmm(query, key.transpose(1, 2))

@@ -1,0 +1,185 @@
+"""Linear and embedding layers that reuse their memory from one training step to the next.
+
+Eager PyTorch on the CPU allocates every activation and gradient afresh each step, and the C
+library hands large freed blocks back to the kernel (all the more with
+`THP_MEM_ALLOC_ENABLE=1`, whose 2 MiB-aligned blocks are mapped afresh each time): writing into
+fresh pages costs ~0.2–0.4 ms per MB of page faults and kernel zeroing, about as much as the
+write itself ten times over. For 12in1-base that is ~1 GB of weight gradients and as much of
+linear-layer outputs and input gradients per step: the weight-gradient GEMMs of the 200-row
+text stream ran at ~0.6 of the machine's matmul rate (0.85–0.95 into mapped memory) and the
+dense word-embedding gradient (94 MB) took ~50 ms instead of ~6 ms.
+
+Here each layer keeps the storage of its output, its input gradient and its weight gradient
+(`ReusedStorage`) and writes the next step's values into it — but only when nothing else still
+refers to that storage (the graph of the previous step is gone, the parameter's `.grad` was set
+to None), so the semantics are those of stock autograd: a tensor a caller kept, or a gradient
+that is still accumulating, is never overwritten; a fresh tensor is used then. The weight
+gradient handed to autograd is a fresh alias of the storage, which `AccumulateGrad` adopts as
+`.grad` without a copy. Values are the products of `torch.nn.functional.linear` and the sums of
+`embedding`'s backward (up to float rounding order).
+
+The path is taken for float32 training on the CPU outside autocast and `torch.compile` (whose
+graphs and allocators manage memory themselves); everything else uses the stock functions. Its
+backward is once-differentiable (no double backward through these layers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+from torch.nn import functional as F  # noqa: N812 (the universal torch idiom)
+
+_use_count = getattr(torch._C, "_storage_Use_Count", None)
+
+
+class ReusedStorage:
+    """Memory for one tensor per step: handed out again only while nobody else refers to it.
+
+    Keeps one flat block, grown when a larger tensor is asked for, so changing batch shapes
+    reuse it too."""
+
+    def __init__(self) -> None:
+        self._block: Tensor | None = None
+        self._free_count = 0
+
+    def take(self, shape: Sequence[int], like: Tensor) -> Tensor:
+        """A contiguous tensor of `shape` with `like`'s dtype and device (contents undefined):
+        the kept block when it is free and large enough, else a new one (kept from then on)."""
+        count = math.prod(shape)
+        block = self._block
+        if (
+            block is None
+            or _use_count is None
+            or block.numel() < count
+            or block.dtype != like.dtype
+            or block.device != like.device
+            or _use_count(block.untyped_storage()._cdata) != self._free_count
+        ):
+            block = torch.empty(count, dtype=like.dtype, device=like.device)
+            if _use_count is not None:
+                self._block = block
+                self._free_count = _use_count(block.untyped_storage()._cdata)
+        return block[:count].view(*shape).detach()
+
+    def release(self) -> None:
+        """Drop the kept block (it is freed once no tensor refers to it)."""
+        self._block = None
+
+
+@dataclass
+class LinearMemory:
+    """The reused storage of one linear layer: output, input gradient, weight gradient."""
+
+    output: ReusedStorage = field(default_factory=ReusedStorage)
+    input_grad: ReusedStorage = field(default_factory=ReusedStorage)
+    weight_grad: ReusedStorage = field(default_factory=ReusedStorage)
+
+
+def reuse_applies(x: Tensor, weight: Tensor) -> bool:
+    """Whether the reused-gradient path serves this call (float32 CPU training, eager)."""
+    return (
+        weight.requires_grad
+        and torch.is_grad_enabled()
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+    )
+
+
+class _Linear(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, memory: LinearMemory
+    ) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.memory = memory
+        ctx.has_bias = bias is not None
+        out = memory.output.take((*x.shape[:-1], weight.shape[0]), x)
+        rows = x.reshape(-1, x.shape[-1])
+        if bias is None:
+            torch.mm(rows, weight.t(), out=out.view(-1, weight.shape[0]))
+        else:
+            torch.addmm(bias, rows, weight.t(), out=out.view(-1, weight.shape[0]))
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        memory: LinearMemory = ctx.memory
+        rows = grad.reshape(-1, grad.shape[-1])
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = memory.input_grad.take(x.shape, x)
+            torch.mm(rows, weight, out=grad_x.view(-1, x.shape[-1]))
+        if ctx.needs_input_grad[1]:
+            grad_weight = memory.weight_grad.take(weight.shape, weight)
+            torch.mm(rows.t(), x.reshape(-1, x.shape[-1]), out=grad_weight)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = rows.sum(0)
+        return grad_x, grad_weight, grad_bias, None
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None, memory: LinearMemory) -> Tensor:
+    """`F.linear(x, weight, bias)`, writing into `memory` when the reused path applies."""
+    if not reuse_applies(x, weight):
+        return F.linear(x, weight, bias)
+    return _Linear.apply(x, weight, bias, memory)
+
+
+class Linear(nn.Linear):
+    """`nn.Linear` (same parameters and state-dict keys) that reuses its memory across steps."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__(in_features, out_features, bias)
+        self.memory = LinearMemory()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x·Wᵀ + b."""
+        return linear(x, self.weight, self.bias, self.memory)
+
+
+class _Embedding(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any, ids: Tensor, weight: Tensor, padding_idx: int | None, storage: ReusedStorage
+    ) -> Tensor:
+        ctx.save_for_backward(ids)
+        ctx.storage = storage
+        ctx.padding_idx = padding_idx
+        ctx.weight = weight.detach()
+        return F.embedding(ids, weight, padding_idx)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        (ids,) = ctx.saved_tensors
+        target = ctx.storage.take(ctx.weight.shape, ctx.weight)
+        target.zero_()
+        target.index_add_(0, ids.reshape(-1), grad.reshape(-1, target.shape[1]))
+        if ctx.padding_idx is not None:
+            target[ctx.padding_idx] = 0.0
+        return None, target, None, None
+
+
+class Embedding(nn.Embedding):
+    """`nn.Embedding` (dense gradient, same state-dict keys) whose gradient storage is reused:
+    a step zeroes it in place instead of mapping fresh memory for the whole table."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None):
+        super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx)
+        self.grad_storage = ReusedStorage()
+
+    def forward(self, ids: Tensor) -> Tensor:
+        """Rows of the table."""
+        if self.max_norm is not None or not reuse_applies(self.weight, self.weight):
+            return super().forward(ids)
+        return _Embedding.apply(ids, self.weight, self.padding_idx, self.grad_storage)
