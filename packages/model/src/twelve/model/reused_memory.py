@@ -174,8 +174,14 @@ class Embedding(nn.Embedding):
     """`nn.Embedding` (dense gradient, same state-dict keys) whose gradient storage is reused:
     a step zeroes it in place instead of mapping fresh memory for the whole table."""
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None):
-        super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx)
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        padding_idx: int | None = None,
+        _weight: Tensor | None = None,
+    ) -> None:
+        super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx, _weight=_weight)
         self.grad_storage = ReusedStorage()
 
     def forward(self, ids: Tensor) -> Tensor:
