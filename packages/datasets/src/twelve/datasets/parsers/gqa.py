@@ -21,9 +21,9 @@ from twelve.datasets.parsers._io import (
     build,
     choose_layout,
     load_json,
-    load_pickle,
 )
-from twelve.datasets.records import AnswerTarget, GQAQuestion
+from twelve.datasets.parsers._original_targets import read_target_entries
+from twelve.datasets.records import GQAQuestion
 
 TASK = "gqa"
 OFFICIAL_SPLITS = ("train", "val", "testdev", "test", "challenge", "trainval", "minval")
@@ -80,25 +80,14 @@ def _read_balanced(path: Path) -> list[GQAQuestion]:
 
 def _read_original(path: Path) -> list[GQAQuestion]:
     """The original ``trainval_target.pkl``: questions with precomputed targets."""
-    data = load_pickle(path)
-    if not isinstance(data, list):
-        raise DataFormatError(path, f"expected a list of targets, found {type(data).__name__}")
     records = []
-    for index, entry in enumerate(data):
-        item = Fields(entry, path, f"targets[{index}]")
+    for item, target in read_target_entries(path):
         question_id = item.raw("question_id")
         if isinstance(question_id, bool) or not isinstance(question_id, int | str):
             raise item.error("question_id", "expected a string or integer", question_id)
         image_id = item.raw("image_id")
         if isinstance(image_id, bool) or not isinstance(image_id, int | str):
             raise item.error("image_id", "expected a string or integer", image_id)
-        target = build(
-            AnswerTarget,
-            path,
-            item.location,
-            labels=item.int_list("labels"),
-            scores=item.number_list("scores"),
-        )
         records.append(
             build(
                 GQAQuestion,

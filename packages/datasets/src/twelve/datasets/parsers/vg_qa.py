@@ -19,9 +19,9 @@ from twelve.datasets.parsers._io import (
     build,
     choose_layout,
     load_json,
-    load_pickle,
 )
-from twelve.datasets.records import AnswerTarget, VGQAPair
+from twelve.datasets.parsers._original_targets import read_target_entries
+from twelve.datasets.records import VGQAPair
 
 TASK = "vg_qa"
 OFFICIAL_SPLITS = ("all", "train", "val")
@@ -72,19 +72,8 @@ def _read_official(path: Path) -> list[VGQAPair]:
 
 def _read_original(path: Path) -> list[VGQAPair]:
     """The original ``trainval_target.pkl``."""
-    data = load_pickle(path)
-    if not isinstance(data, list):
-        raise DataFormatError(path, f"expected a list of targets, found {type(data).__name__}")
     records = []
-    for index, entry in enumerate(data):
-        item = Fields(entry, path, f"targets[{index}]")
-        target = build(
-            AnswerTarget,
-            path,
-            item.location,
-            labels=item.int_list("labels"),
-            scores=item.number_list("scores"),
-        )
+    for item, target in read_target_entries(path):
         records.append(
             build(
                 VGQAPair,

@@ -21,8 +21,8 @@ from twelve.datasets.parsers._io import (
     build,
     choose_layout,
     load_json,
-    load_pickle,
 )
+from twelve.datasets.parsers._original_targets import read_target_entries
 from twelve.datasets.records import AnswerTarget, VQAQuestion
 
 TASK = "vqa"
@@ -78,19 +78,8 @@ def _read_annotations(path: Path) -> dict[int, dict[str, object]]:
 
 def _read_original_targets(path: Path) -> dict[int, tuple[int, AnswerTarget]]:
     """Read ``cache/*_target.pkl`` into ``{question_id: (image_id, target)}``."""
-    data = load_pickle(path)
-    if not isinstance(data, list):
-        raise DataFormatError(path, f"expected a list of targets, found {type(data).__name__}")
     targets: dict[int, tuple[int, AnswerTarget]] = {}
-    for index, entry in enumerate(data):
-        item = Fields(entry, path, f"targets[{index}]")
-        target = build(
-            AnswerTarget,
-            path,
-            item.location,
-            labels=item.int_list("labels"),
-            scores=item.number_list("scores"),
-        )
+    for item, target in read_target_entries(path):
         targets[item.int("question_id")] = (item.int("image_id"), target)
     return targets
 
