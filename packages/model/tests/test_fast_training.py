@@ -177,3 +177,22 @@ def test_linear_output_a_caller_keeps_is_not_overwritten() -> None:
     del first
     third = layer(first_input)  # the kept block is free again (grown to the largest request)
     torch.testing.assert_close(third, F.linear(first_input, layer.weight, layer.bias))
+
+
+def test_eval_frees_the_memory_kept_for_training(
+    tiny_config: ViLBERTConfig, make_inputs: Callable[..., ViLBERTInputs]
+) -> None:
+    model = MultiTaskViLBERT(tiny_config).train()
+    model(make_inputs(tiny_config, batch=2, length=5, regions=4), "vqa").logits.sum().backward()
+    layers_kept = [
+        m for m in model.modules() if isinstance(m, Linear) and m.memory.output._block is not None
+    ]
+    assert layers_kept  # the training step kept blocks for the next one
+    model.eval()
+    assert all(
+        storage._block is None
+        for m in model.modules()
+        if isinstance(m, Linear)
+        for storage in (m.memory.output, m.memory.input_grad, m.memory.weight_grad)
+    )
+    assert model.bert.embeddings.word_embeddings.grad_storage._block is None

@@ -21,6 +21,7 @@ from twelve.model.heads import HeadInputs, PretrainingHeads, TaskHead, build_hea
 from twelve.model.inputs import EncoderOutput, PretrainingOutput, TaskOutput, ViLBERTInputs
 from twelve.model.layers import BiOutput
 from twelve.model.packed import PackedLinear
+from twelve.model.reused_memory import release_reused_memory
 
 
 class MultiTaskViLBERT(nn.Module):
@@ -61,6 +62,14 @@ class MultiTaskViLBERT(nn.Module):
     def tie_weights(self) -> None:
         """Make the masked-LM decoder share the word-embedding matrix (as the original)."""
         self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
+
+    def train(self, mode: bool = True) -> MultiTaskViLBERT:
+        """Set training mode; leaving it frees the memory the CPU training path keeps between
+        steps (`twelve.model.reused_memory`)."""
+        super().train(mode)
+        if not mode:
+            release_reused_memory(self)
+        return self
 
     def set_attention_implementation(self, implementation: AttentionImplementation) -> None:
         """Switch every attention block between SDPA (fast) and eager (reference) computation."""

@@ -20,7 +20,9 @@ gradient handed to autograd is a fresh alias of the storage, which `AccumulateGr
 
 The path is taken for float32 training on the CPU outside autocast and `torch.compile` (whose
 graphs and allocators manage memory themselves); everything else uses the stock functions. Its
-backward is once-differentiable (no double backward through these layers).
+backward is once-differentiable (no double backward through these layers). The kept blocks
+cost memory between steps (the weight gradients' among them); `release_reused_memory` frees
+them, and `MultiTaskViLBERT.eval()` calls it.
 """
 
 from __future__ import annotations
@@ -189,3 +191,13 @@ class Embedding(nn.Embedding):
         if self.max_norm is not None or not reuse_applies(self.weight, self.weight):
             return super().forward(ids)
         return _Embedding.apply(ids, self.weight, self.padding_idx, self.grad_storage)
+
+
+def release_reused_memory(module: nn.Module) -> None:
+    """Drop the blocks every reusing layer in `module` keeps (freed once nothing refers to them)."""
+    for layer in module.modules():
+        if isinstance(layer, Linear):
+            for storage in (layer.memory.output, layer.memory.input_grad, layer.memory.weight_grad):
+                storage.release()
+        elif isinstance(layer, Embedding):
+            layer.grad_storage.release()
