@@ -8,23 +8,29 @@ With the 12-in-1 lists: T0…T5 → C0 → (T6, V0) → C1 → … → C5 → V5
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812 (the universal torch idiom)
 
 from twelve.model.attention import AttentionImplementation, additive_mask
-from twelve.model.config import TextConfig, ViLBERTConfig
+from twelve.model.config import ViLBERTConfig
 from twelve.model.dropout import Dropout
 from twelve.model.inputs import AttentionMaps, EncoderOutput, ViLBERTInputs
 from twelve.model.layers import BiAttention, CoAttentionLayer, SelfAttention, TransformerLayer
 from twelve.model.reused_memory import Embedding, Linear
 
+EmbeddingT = TypeVar("EmbeddingT", bound=nn.Embedding)
 
-def _unset(rows: int, text: TextConfig) -> Tensor:
-    """An uninitialised (rows, hidden) table: `MultiTaskViLBERT.reset_parameters` initialises it.
-    (Passing it skips `nn.Embedding`'s own init, which on the meta device imports
-    `torch._dynamo` — seconds added to `twelve model info`.)"""
-    return torch.empty(rows, text.hidden_size)
+
+def _table(
+    kind: type[EmbeddingT], rows: int, width: int, padding_idx: int | None = None
+) -> EmbeddingT:
+    """An embedding table left uninitialised: `MultiTaskViLBERT.reset_parameters` initialises
+    it. (Torch's own init would run on the meta device too, where it imports `torch._dynamo`:
+    seconds added to `twelve model info`.)"""
+    return kind(rows, width, padding_idx=padding_idx, _weight=torch.empty(rows, width))
 
 
 class TextEmbeddings(nn.Module):
@@ -34,25 +40,15 @@ class TextEmbeddings(nn.Module):
     def __init__(self, config: ViLBERTConfig) -> None:
         super().__init__()
         text = config.text
-        self.word_embeddings = Embedding(
-            text.vocab_size, text.hidden_size, padding_idx=0, _weight=_unset(text.vocab_size, text)
+        self.word_embeddings = _table(Embedding, text.vocab_size, text.hidden_size, padding_idx=0)
+        self.position_embeddings = _table(
+            nn.Embedding, text.max_position_embeddings, text.hidden_size
         )
-        self.position_embeddings = nn.Embedding(
-            text.max_position_embeddings,
-            text.hidden_size,
-            _weight=_unset(text.max_position_embeddings, text),
-        )
-        self.token_type_embeddings = nn.Embedding(
-            text.type_vocab_size, text.hidden_size, _weight=_unset(text.type_vocab_size, text)
-        )
+        self.token_type_embeddings = _table(nn.Embedding, text.type_vocab_size, text.hidden_size)
         self.LayerNorm = nn.LayerNorm(text.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(text.hidden_dropout)
         self.task_embeddings: nn.Embedding | None = (
-            nn.Embedding(
-                config.task_token_table_size,
-                text.hidden_size,
-                _weight=_unset(config.task_token_table_size, text),
-            )
+            _table(nn.Embedding, config.task_token_table_size, text.hidden_size)
             if config.task_tokens
             else None
         )
