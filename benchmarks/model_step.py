@@ -81,36 +81,48 @@ def make_inputs(setup: Setup, dtype: torch.dtype = torch.float32) -> ViLBERTInpu
 
 
 class Runner:
-    """Holds the models, the optimizer and the inputs; runs one iteration of a mode."""
+    """Holds the models, the optimizer and the inputs; runs one iteration of a mode.
+
+    Training and inference use separate models with the same initial weights: inference is
+    measured as a deployed model runs, on weights no optimizer step changes between calls (so
+    autocast's cast weights are kept from one call to the next, `twelve.model.reused_memory`)."""
 
     def __init__(self, setup: Setup, modes: tuple[str, ...]) -> None:
         torch.manual_seed(0)
         self.setup = setup
-        self.model = MultiTaskViLBERT(setup.config)
+        weights = MultiTaskViLBERT(setup.config).state_dict()
         self.inputs = make_inputs(setup)
-        with torch.no_grad():
-            logits = self.model.eval()(self.inputs, setup.task).logits
-        self.target = torch.rand_like(logits)
+        self.bf16_inputs = make_inputs(setup, torch.bfloat16)
+        self.train_model = self.infer_model = self.bf16_model = None
         self.optimizer: torch.optim.Optimizer | None = None
         if any(mode.startswith("train") for mode in modes):
-            trainable = [p for p in self.model.parameters() if p.requires_grad]
+            self.train_model = self._build(weights)
+            with torch.no_grad():
+                logits = self.train_model.eval()(self.inputs, setup.task).logits
+            self.target = torch.rand_like(logits)
+            trainable = [p for p in self.train_model.parameters() if p.requires_grad]
             self.optimizer = torch.optim.AdamW(
                 trainable, lr=1e-5, eps=1e-6, weight_decay=0.01, fused=True
             )
-        self.bf16_model: MultiTaskViLBERT | None = None
-        self.bf16_inputs = make_inputs(setup, torch.bfloat16)
+        if {"infer-fp32", "infer-bf16-autocast"} & set(modes):
+            self.infer_model = self._build(weights).eval()
         if "infer-bf16-weights" in modes:
-            self.bf16_model = MultiTaskViLBERT(setup.config).bfloat16().eval()
-            self.bf16_model.load_state_dict(self.model.state_dict())
+            self.bf16_model = self._build(weights).bfloat16().eval()
+
+    def _build(self, weights: dict[str, torch.Tensor]) -> MultiTaskViLBERT:
+        model = MultiTaskViLBERT(self.setup.config)
+        model.load_state_dict(weights)
+        return model
 
     def train(self, bf16: bool) -> dict[str, float]:
         """One training step: forward, BCE loss, backward, AdamW step."""
         assert self.optimizer is not None
-        self.model.train()
+        assert self.train_model is not None
+        self.train_model.train()
         self.optimizer.zero_grad(set_to_none=True)
         start = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = self.model(self.inputs, self.setup.task).logits
+            logits = self.train_model(self.inputs, self.setup.task).logits
         F.binary_cross_entropy_with_logits(logits.float(), self.target).backward()
         middle = time.perf_counter()
         self.optimizer.step()
@@ -120,9 +132,8 @@ class Runner:
     def infer(self, mode: str) -> dict[str, float]:
         """One single-task forward in inference mode."""
         weights = mode == "infer-bf16-weights"
-        model = self.bf16_model if weights else self.model
+        model = self.bf16_model if weights else self.infer_model
         assert model is not None
-        model.eval()
         inputs = self.bf16_inputs if weights else self.inputs
         autocast = mode == "infer-bf16-autocast"
         start = time.perf_counter()
@@ -157,14 +168,18 @@ class Reference:
         return 2 * MM_SIZE**3 * len(times) / sum(times)
 
 
-def measure(setup: Setup, modes: tuple[str, ...], rounds: int, warmup: int) -> list[dict]:
+def measure(
+    setup: Setup, modes: tuple[str, ...], rounds: int, warmup: int
+) -> tuple[list[dict], dict[str, float]]:
     """Per round: for each mode, its timings and the reference matmul's FLOP/s over one matmul
-    right before and one right after it (the machine's rate while the mode ran)."""
+    right before and one right after it (the machine's rate while the mode ran). Also the
+    seconds of each mode's first call (warm-up: allocations, autocast's weight casts)."""
     runner, reference = Runner(setup, modes), Reference()
+    first: dict[str, float] = {}
     for _ in range(warmup):
         reference.flops_per_second()
         for mode in modes:
-            runner.run(mode)
+            first.setdefault(mode, runner.run(mode)["seconds"])
     results = []
     for index in range(rounds):
         current = {}
@@ -180,7 +195,7 @@ def measure(setup: Setup, modes: tuple[str, ...], rounds: int, warmup: int) -> l
             gc.enable()
         results.append(current)
         print(f"  round {index + 1}/{rounds} done", file=sys.stderr, flush=True)
-    return results
+    return results, first
 
 
 def resident_gib(field: str = "VmRSS") -> float:
@@ -313,7 +328,7 @@ def main() -> None:
         f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}",
         flush=True,
     )
-    rounds = measure(setup, modes, args.rounds, args.warmup)
+    rounds, first_calls = measure(setup, modes, args.rounds, args.warmup)
     figures, ratios = summarise(rounds, modes, flops)
     if not args.no_memory:
         setup_args = [
@@ -361,6 +376,11 @@ def main() -> None:
         "(ex/s, fwd+bwd, AdamW, GFLOP/s: median rounds; GFLOP/s: analytic FLOPs over forward+backward "
         "time for training, forward for inference)"
     )
+    if first_calls:
+        print(
+            "first call (warm-up, not in the table), s: "
+            + ", ".join(f"{mode} {seconds:.3f}" for mode, seconds in first_calls.items())
+        )
     print()
     print(f"{'paired ratio (within a round)':<46}{'median':>8}{'best':>8}   target")
     for name, values in ratios.items():
@@ -385,6 +405,7 @@ def main() -> None:
                         "training": flops.training / setup.batch,
                     },
                     "modes": figures,
+                    "first_call_seconds": first_calls,
                     "ratios": ratios,
                     "rounds": rounds,
                 },

@@ -83,7 +83,7 @@ class ImageEmbeddings(nn.Module):
         super().__init__()
         vision = config.vision
         self.image_embeddings = Linear(vision.feature_size, vision.hidden_size)
-        self.image_location_embeddings = nn.Linear(5, vision.hidden_size)
+        self.image_location_embeddings = Linear(5, vision.hidden_size)
         self.LayerNorm = nn.LayerNorm(vision.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(vision.embedding_dropout)
 
@@ -210,7 +210,7 @@ class Pooler(nn.Module):
 
     def __init__(self, width: int, pooled: int) -> None:
         super().__init__()
-        self.dense = nn.Linear(width, pooled)
+        self.dense = Linear(width, pooled)
 
     def forward(self, states: Tensor) -> Tensor:
         """(B, L, W) → (B, pooled)."""

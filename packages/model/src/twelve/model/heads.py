@@ -84,7 +84,7 @@ class PairHead(nn.Module):
         return self.logit_fc(pooled.reshape(pooled.shape[0] // 2, 2 * pooled.shape[1]))
 
 
-class ClassifierHead(nn.Linear):
+class ClassifierHead(Linear):
     """Linear classifier over the fused pooled vector: (B, P) → (B, classes)."""
 
     reads: HeadReads = "pooled"
@@ -98,7 +98,7 @@ class ClassifierHead(nn.Linear):
         return super().forward(inputs.pooled)
 
 
-class AlignmentHead(nn.Linear):
+class AlignmentHead(Linear):
     """One alignment score per (text, image) row: (B, P) → (B,)."""
 
     reads: HeadReads = "pooled"
@@ -112,7 +112,7 @@ class AlignmentHead(nn.Linear):
         return super().forward(inputs.pooled).squeeze(-1)
 
 
-class RegionHead(nn.Linear):
+class RegionHead(Linear):
     """One score per region from the visual states, −10000 added on padded regions: (B, R)."""
 
     reads: HeadReads = "vision"

@@ -21,7 +21,7 @@ from twelve.model.heads import HeadInputs, PretrainingHeads, TaskHead, build_hea
 from twelve.model.inputs import EncoderOutput, PretrainingOutput, TaskOutput, ViLBERTInputs
 from twelve.model.layers import BiOutput
 from twelve.model.packed import PackedLinear
-from twelve.model.reused_memory import release_reused_memory
+from twelve.model.reused_memory import release_cast_copies, release_training_memory
 
 
 class MultiTaskViLBERT(nn.Module):
@@ -64,11 +64,14 @@ class MultiTaskViLBERT(nn.Module):
         self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
 
     def train(self, mode: bool = True) -> MultiTaskViLBERT:
-        """Set training mode; leaving it frees the memory the CPU training path keeps between
-        steps (`twelve.model.reused_memory`)."""
+        """Set training mode. Entering it drops the cast weights kept for autocast inference;
+        leaving it frees the memory the CPU training path keeps between steps
+        (`twelve.model.reused_memory`)."""
         super().train(mode)
-        if not mode:
-            release_reused_memory(self)
+        if mode:
+            release_cast_copies(self)
+        else:
+            release_training_memory(self)
         return self
 
     def set_attention_implementation(self, implementation: AttentionImplementation) -> None:
