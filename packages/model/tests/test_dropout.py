@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from twelve.model.dropout import Dropout, dropout, dropout_add, keep_scale
+from twelve.model.dropout import Dropout, dropout, dropout_add, keep_scale, random_lanes
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])
@@ -25,6 +25,27 @@ def test_lanes_are_independent() -> None:
     scale = keep_scale(torch.empty(400_000), 0.1).view(-1, 4)
     for lane in range(4):
         assert abs((scale[:, lane] == 0).float().mean().item() - 0.1) < 0.005
+
+
+def test_random_lanes_are_uniform_over_all_16_bits() -> None:
+    torch.manual_seed(5)
+    lanes = random_lanes(400_001).long()
+    assert lanes.shape == (400_001,)
+    assert lanes.min().item() == -(2**15)
+    assert lanes.max().item() == 2**15 - 1
+    for bit in range(16):  # every bit, the sign bit too, is set half the time
+        share = ((lanes >> bit) & 1).float().mean().item()
+        assert abs(share - 0.5) < 0.005, bit
+    assert random_lanes(0).numel() == 0
+
+
+def test_masks_follow_torch_seed() -> None:
+    torch.manual_seed(6)
+    first = keep_scale(torch.empty(1000), 0.1)
+    second = keep_scale(torch.empty(1000), 0.1)
+    torch.manual_seed(6)
+    assert torch.equal(keep_scale(torch.empty(1000), 0.1), first)
+    assert not torch.equal(first, second)
 
 
 def test_backward_uses_the_forward_mask() -> None:
