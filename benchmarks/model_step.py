@@ -90,13 +90,28 @@ class Runner:
     def __init__(self, setup: Setup, modes: tuple[str, ...]) -> None:
         torch.manual_seed(0)
         self.setup = setup
-        weights = MultiTaskViLBERT(setup.config).state_dict()
         self.inputs = make_inputs(setup)
         self.bf16_inputs = make_inputs(setup, torch.bfloat16)
-        self.train_model = self.infer_model = self.bf16_model = None
+        roles = [
+            role
+            for role, needed in (
+                ("train", any(mode.startswith("train") for mode in modes)),
+                ("infer", bool({"infer-fp32", "infer-bf16-autocast"} & set(modes))),
+                ("bf16", "infer-bf16-weights" in modes),
+            )
+            if needed
+        ]
+        # The first role takes the model itself and the others copies of its initial weights,
+        # so a run of one mode (the peak-memory runs) holds one model only.
+        source = MultiTaskViLBERT(setup.config)
+        models = {
+            role: source if index == 0 else self._copy(source) for index, role in enumerate(roles)
+        }
+        self.train_model = models.get("train")
+        self.infer_model = models["infer"].eval() if "infer" in models else None
+        self.bf16_model = models["bf16"].bfloat16().eval() if "bf16" in models else None
         self.optimizer: torch.optim.Optimizer | None = None
-        if any(mode.startswith("train") for mode in modes):
-            self.train_model = self._build(weights)
+        if self.train_model is not None:
             with torch.no_grad():
                 logits = self.train_model.eval()(self.inputs, setup.task).logits
             self.target = torch.rand_like(logits)
@@ -104,14 +119,10 @@ class Runner:
             self.optimizer = torch.optim.AdamW(
                 trainable, lr=1e-5, eps=1e-6, weight_decay=0.01, fused=True
             )
-        if {"infer-fp32", "infer-bf16-autocast"} & set(modes):
-            self.infer_model = self._build(weights).eval()
-        if "infer-bf16-weights" in modes:
-            self.bf16_model = self._build(weights).bfloat16().eval()
 
-    def _build(self, weights: dict[str, torch.Tensor]) -> MultiTaskViLBERT:
+    def _copy(self, source: MultiTaskViLBERT) -> MultiTaskViLBERT:
         model = MultiTaskViLBERT(self.setup.config)
-        model.load_state_dict(weights)
+        model.load_state_dict(source.state_dict())
         return model
 
     def train(self, bf16: bool) -> dict[str, float]:
