@@ -127,7 +127,7 @@ def test_packed_attention_matches_the_plain_computation(cross: bool) -> None:
 
 
 def _train_step(
-    model: MultiTaskViLBERT, inputs: ViLBERTInputs, task: str, fast: bool
+    model: MultiTaskViLBERT, inputs: ViLBERTInputs, task: str, fast: bool, bf16: bool = False
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     model.zero_grad(set_to_none=True)
     torch.manual_seed(7)  # the same dropout draws on both paths
@@ -137,8 +137,9 @@ def _train_step(
             layers, "packed_attention_applies", off or layers.packed_attention_applies
         ),
         mock.patch.object(reused_memory, "reuse_applies", off or reused_memory.reuse_applies),
+        torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16),
     ):
-        logits = model.train()(inputs, task).logits
+        logits = model.train()(inputs, task).logits.float()
         F.binary_cross_entropy_with_logits(logits, torch.rand_like(logits)).backward()
     return logits.detach(), _grads(model)
 
@@ -160,6 +161,30 @@ def test_fast_training_step_equals_the_stock_step(
         assert fast.keys() == stock.keys()
         for name, grad in stock.items():
             torch.testing.assert_close(fast[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("task", ["vqa", "refcoco"])
+def test_fast_autocast_training_step_equals_stock_autocast(
+    tiny_config: ViLBERTConfig,
+    make_inputs: Callable[..., ViLBERTInputs],
+    randomized: Callable[..., None],
+    task: str,
+) -> None:
+    """Under bf16 autocast the linear layers compute what autocast's casts compute (same bf16
+    products, gradients cast back to float32) in reused memory."""
+    model = MultiTaskViLBERT(tiny_config)
+    randomized(model, std=0.1)
+    inputs = make_inputs(tiny_config)
+    stock_logits, stock = _train_step(model, inputs, task, fast=False, bf16=True)
+    for _ in range(2):  # the second fast step runs on reused storage
+        logits, fast = _train_step(model, inputs, task, fast=True, bf16=True)
+        torch.testing.assert_close(logits, stock_logits, atol=0, rtol=0)
+        assert fast.keys() == stock.keys()
+        for name, grad in stock.items():
+            assert fast[name].dtype == torch.float32, name
+            torch.testing.assert_close(fast[name], grad, atol=0, rtol=0, msg=name)
+    kept = [m.memory.cast_weight._block for m in model.modules() if isinstance(m, Linear)]
+    assert any(block is not None and block.dtype == torch.bfloat16 for block in kept)
 
 
 def test_linear_output_a_caller_keeps_is_not_overwritten() -> None:

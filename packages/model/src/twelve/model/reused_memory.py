@@ -129,35 +129,67 @@ class CastCopies:
 @dataclass
 class LinearMemory:
     """What one linear layer keeps between calls: the storage of its output, input gradient
-    and weight gradient (training), its cast weight and bias (autocast inference)."""
+    and weight gradient (training; under autocast also of the cast weight and the cast weight
+    gradient), its cast weight and bias (autocast inference)."""
 
     output: ReusedStorage = field(default_factory=ReusedStorage)
     input_grad: ReusedStorage = field(default_factory=ReusedStorage)
     weight_grad: ReusedStorage = field(default_factory=ReusedStorage)
+    cast_weight: ReusedStorage = field(default_factory=ReusedStorage)
+    cast_weight_grad: ReusedStorage = field(default_factory=ReusedStorage)
     cast: CastCopies = field(default_factory=CastCopies)
+
+    def training_storages(self) -> tuple[ReusedStorage, ...]:
+        """The storages the training path writes."""
+        return (
+            self.output,
+            self.input_grad,
+            self.weight_grad,
+            self.cast_weight,
+            self.cast_weight_grad,
+        )
 
 
 def reuse_applies(x: Tensor, weight: Tensor) -> bool:
-    """Whether the reused-gradient path serves this call (float32 CPU training, eager)."""
-    return (
+    """Whether the reused-memory path serves this call: CPU training (gradients on) with
+    float32 weights, eager, in float32 or under CPU autocast."""
+    if not (
         weight.requires_grad
         and torch.is_grad_enabled()
         and x.device.type == "cpu"
-        and x.dtype == torch.float32
         and weight.dtype == torch.float32
-        and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()
-    )
+    ):
+        return False
+    if torch.is_autocast_enabled("cpu"):
+        return x.dtype in (torch.float32, torch.get_autocast_dtype("cpu"))
+    return x.dtype == torch.float32
 
 
 class _Linear(torch.autograd.Function):
+    """`F.linear` computed in `dtype`: float32, or autocast's dtype with autocast's casts (the
+    weight and bias cast to it; gradients computed in it and cast back to the dtypes of the
+    input and the parameters)."""
+
     @staticmethod
     def forward(
-        ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, memory: LinearMemory
+        ctx: Any,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        memory: LinearMemory,
+        dtype: torch.dtype,
     ) -> Tensor:
-        ctx.save_for_backward(x, weight)
         ctx.memory = memory
         ctx.has_bias = bias is not None
+        ctx.input_dtype = x.dtype
+        ctx.weight_dtype = weight.dtype
+        if weight.dtype != dtype:
+            cast = memory.cast_weight.take(weight.shape, torch.empty(0, dtype=dtype))
+            weight = cast.copy_(weight)
+            bias = None if bias is None else bias.to(dtype)
+        x = x.to(dtype)
+        ctx.save_for_backward(x, weight)
         out = memory.output.take((*x.shape[:-1], weight.shape[0]), x)
         rows = x.reshape(-1, x.shape[-1])
         if bias is None:
@@ -169,19 +201,28 @@ class _Linear(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, weight = ctx.saved_tensors
+        x, weight = ctx.saved_tensors  # both in the compute dtype
         memory: LinearMemory = ctx.memory
-        rows = grad.reshape(-1, grad.shape[-1])
+        rows = grad.reshape(-1, grad.shape[-1]).to(x.dtype)
+        cast_input = ctx.input_dtype != x.dtype
+        cast_weight = ctx.weight_dtype != x.dtype
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
             grad_x = memory.input_grad.take(x.shape, x)
             torch.mm(rows, weight, out=grad_x.view(-1, x.shape[-1]))
+            if cast_input:
+                grad_x = grad_x.to(ctx.input_dtype)
         if ctx.needs_input_grad[1]:
-            grad_weight = memory.weight_grad.take(weight.shape, weight)
+            storage = memory.cast_weight_grad if cast_weight else memory.weight_grad
+            grad_weight = storage.take(weight.shape, weight)
             torch.mm(rows.t(), x.reshape(-1, x.shape[-1]), out=grad_weight)
+            if cast_weight:
+                grad_weight = memory.weight_grad.take(
+                    weight.shape, torch.empty(0, dtype=ctx.weight_dtype)
+                ).copy_(grad_weight)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = rows.sum(0)
-        return grad_x, grad_weight, grad_bias, None
+            grad_bias = rows.sum(0).to(ctx.weight_dtype)
+        return grad_x, grad_weight, grad_bias, None, None
 
 
 def cast_copies_apply(x: Tensor, weight: Tensor) -> bool:
@@ -200,7 +241,9 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, memory: LinearMemory)
     """`F.linear(x, weight, bias)`, writing into `memory` when the reused path applies and
     with the kept cast weights in autocast inference."""
     if reuse_applies(x, weight):
-        return _Linear.apply(x, weight, bias, memory)
+        autocast = torch.is_autocast_enabled("cpu")
+        dtype = torch.get_autocast_dtype("cpu") if autocast else weight.dtype
+        return _Linear.apply(x, weight, bias, memory, dtype)
     if cast_copies_apply(x, weight):
         weight, bias = memory.cast.get(torch.get_autocast_dtype(x.device.type), weight, bias)
     return F.linear(x, weight, bias)  # type: ignore[arg-type]
@@ -236,7 +279,7 @@ class _Embedding(torch.autograd.Function):
         (ids,) = ctx.saved_tensors
         target = ctx.storage.take(ctx.weight.shape, ctx.weight)
         target.zero_()
-        target.index_add_(0, ids.reshape(-1), grad.reshape(-1, target.shape[1]))
+        target.index_add_(0, ids.reshape(-1), grad.reshape(-1, target.shape[1]).to(target.dtype))
         if ctx.padding_idx is not None:
             target[ctx.padding_idx] = 0.0
         return None, target, None, None
@@ -275,7 +318,7 @@ def release_training_memory(module: nn.Module) -> None:
     """Drop the training blocks every reusing layer in `module` keeps (freed once nothing
     refers to them)."""
     for memory in _memories(module):
-        for storage in (memory.output, memory.input_grad, memory.weight_grad):
+        for storage in memory.training_storages():
             storage.release()
     for layer in module.modules():
         if isinstance(layer, Embedding):
