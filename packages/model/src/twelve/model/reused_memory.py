@@ -18,11 +18,15 @@ gradient handed to autograd is a fresh alias of the storage, which `AccumulateGr
 `.grad` without a copy. Values are the products of `torch.nn.functional.linear` and the sums of
 `embedding`'s backward (up to float rounding order).
 
-The path is taken for float32 training on the CPU outside autocast and `torch.compile` (whose
-graphs and allocators manage memory themselves); everything else uses the stock functions. Its
-backward is once-differentiable (no double backward through these layers). The kept blocks
-cost memory between steps (the weight gradients' among them); `release_training_memory`
-frees them, and `MultiTaskViLBERT.eval()` calls it.
+The path is taken for training on the CPU with float32 parameters, in float32 or under CPU
+autocast, outside `torch.compile` (whose graphs and allocators manage memory themselves);
+everything else uses the stock functions. Under autocast a linear layer computes exactly what
+autocast's casts make of `F.linear` — the weight and bias cast to the autocast dtype, the
+products and gradients in it, the gradients cast back to the dtypes of the input and the
+parameters (bit-identical, tested) — with the cast weight, its gradient and the float32 weight
+gradient in kept storage too. Its backward is once-differentiable (no double backward through
+these layers). The kept blocks cost memory between steps (the weight gradients' among them);
+`release_training_memory` frees them, and `MultiTaskViLBERT.eval()` calls it.
 
 Inference under `torch.autocast` casts every weight to bf16 (or fp16) on every call: ~100 ms of
 a ~500 ms 12in1-base forward at batch 8 on the CPU. With gradients off (`torch.no_grad`,
