@@ -62,20 +62,22 @@ class ReusedStorage:
         self._block: Tensor | None = None
         self._free_count = 0
 
-    def take(self, shape: Sequence[int], like: Tensor) -> Tensor:
-        """A contiguous tensor of `shape` with `like`'s dtype and device (contents undefined):
-        the kept block when it is free and large enough, else a new one (kept from then on)."""
+    def take(self, shape: Sequence[int], like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """A contiguous tensor of `shape` on `like`'s device, of `dtype` (default `like`'s;
+        contents undefined): the kept block when it is free and large enough, else a new one
+        (kept from then on)."""
         count = math.prod(shape)
+        dtype = like.dtype if dtype is None else dtype
         block = self._block
         if (
             block is None
             or _use_count is None
             or block.numel() < count
-            or block.dtype != like.dtype
+            or block.dtype != dtype
             or block.device != like.device
             or _use_count(block.untyped_storage()._cdata) != self._free_count
         ):
-            block = torch.empty(count, dtype=like.dtype, device=like.device)
+            block = torch.empty(count, dtype=dtype, device=like.device)
             if _use_count is not None:
                 self._block = block
                 self._free_count = _use_count(block.untyped_storage()._cdata)
@@ -189,7 +191,7 @@ class _Linear(torch.autograd.Function):
         ctx.input_dtype = x.dtype
         ctx.weight_dtype = weight.dtype
         if weight.dtype != dtype:
-            cast = memory.cast_weight.take(weight.shape, torch.empty(0, dtype=dtype))
+            cast = memory.cast_weight.take(weight.shape, weight, dtype)
             weight = cast.copy_(weight)
             bias = None if bias is None else bias.to(dtype)
         x = x.to(dtype)
@@ -221,9 +223,9 @@ class _Linear(torch.autograd.Function):
             grad_weight = storage.take(weight.shape, weight)
             torch.mm(rows.t(), x.reshape(-1, x.shape[-1]), out=grad_weight)
             if cast_weight:
-                grad_weight = memory.weight_grad.take(
-                    weight.shape, torch.empty(0, dtype=ctx.weight_dtype)
-                ).copy_(grad_weight)
+                grad_weight = memory.weight_grad.take(weight.shape, weight, ctx.weight_dtype).copy_(
+                    grad_weight
+                )
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = rows.sum(0).to(ctx.weight_dtype)
         return grad_x, grad_weight, grad_bias, None, None
