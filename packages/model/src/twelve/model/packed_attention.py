@@ -11,6 +11,9 @@ transpose, adds the mask in place, and in backward writes dQ, dK and dV straight
 packed gradient per projection. One call serves every attention of a block that reads the same
 projections (both directions of co-attention), so each packed gradient is written once.
 
+Forward saves the kept probabilities (P∘mask) next to P and the mask, so backward does not
+recompute them for the value gradient.
+
 Numerics are the original's (scores·1/√D + additive mask, softmax, dropout, ·V) up to float
 rounding (the scale is applied to Q before the product); dropout masks come from
 `twelve.model.dropout.keep_scale`, so a seeded run draws the same masks as the stock path.
@@ -113,18 +116,18 @@ class _PackedAttention(torch.autograd.Function):
             scores = torch.bmm(query, key.transpose(1, 2))
             scores.view(batch, heads, queries, keys).add_(problem.mask.to(scores.dtype))
             probabilities = torch.softmax(scores, dim=-1)
-            keep = (
-                keep_scale(probabilities, problem.dropout)
-                if problem.dropout > 0.0
-                else torch.ones((), dtype=probabilities.dtype)
-            )
-            context = torch.bmm(probabilities * keep, value)
+            if problem.dropout > 0.0:
+                keep = keep_scale(probabilities, problem.dropout)
+                kept = probabilities * keep
+            else:
+                keep, kept = torch.ones((), dtype=probabilities.dtype), probabilities
+            context = torch.bmm(kept, value)
             contexts.append(
                 context.view(batch, heads, queries, head_dim)
                 .transpose(1, 2)
                 .reshape(batch, queries, width)
             )
-            saved += [query, key, value, probabilities, keep]
+            saved += [query, key, value, probabilities, keep, kept]
         ctx.save_for_backward(*saved)
         ctx.problems = problems
         ctx.heads = heads
@@ -141,7 +144,7 @@ class _PackedAttention(torch.autograd.Function):
         for index, (problem, grad_context) in enumerate(
             zip(ctx.problems, grad_contexts, strict=True)
         ):
-            query, key, value, probabilities, keep = saved[5 * index : 5 * index + 5]
+            query, key, value, probabilities, keep, kept = saved[6 * index : 6 * index + 6]
             query_grad = grads[problem.query_source]
             memory_grad = grads[problem.key_value_source]
             written[problem.query_source][0] = True
@@ -152,13 +155,8 @@ class _PackedAttention(torch.autograd.Function):
                 continue
             scale = 1.0 / math.sqrt(query.shape[-1])
             grad_heads = _head_major(grad_context, heads)
-            grad_kept = torch.bmm(grad_heads, value.transpose(1, 2))
-            _into_part(
-                _part(memory_grad, 2),
-                heads,
-                torch.bmm((probabilities * keep).transpose(1, 2), grad_heads),
-            )
-            grad_kept.mul_(keep)
+            _into_part(_part(memory_grad, 2), heads, torch.bmm(kept.transpose(1, 2), grad_heads))
+            grad_kept = torch.bmm(grad_heads, value.transpose(1, 2)).mul_(keep)
             grad_scores = torch._softmax_backward_data(
                 grad_kept, probabilities, -1, probabilities.dtype
             )
