@@ -38,13 +38,20 @@ def random_lanes(count: int) -> Tensor:
     return torch.from_numpy(words).view(torch.int16)[:count]
 
 
+def lane_rule(p: float) -> tuple[int, float]:
+    """(keep_from, scale) for drop probability `p`: an element is kept when its lane is at
+    least `keep_from`, and then multiplied by `scale` = 1/(1 − p_q)."""
+    threshold = round(p * _LANES)
+    return threshold - _LANES // 2, _LANES / (_LANES - threshold)
+
+
 def keep_scale(like: Tensor, p: float) -> Tensor:
     """A (like-shaped, like-dtype) CPU tensor: 1/(1 − p_q) where kept, 0 where dropped."""
-    threshold = round(p * _LANES)
+    keep_from, factor = lane_rule(p)
     lanes = random_lanes(like.numel()).view(like.shape)
     scale = torch.empty(like.shape, dtype=like.dtype)
-    torch.ge(lanes, threshold - _LANES // 2, out=scale)
-    return scale.mul_(_LANES / (_LANES - threshold))
+    torch.ge(lanes, keep_from, out=scale)
+    return scale.mul_(factor)
 
 
 class _MaskedScale(torch.autograd.Function):

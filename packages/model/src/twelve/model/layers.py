@@ -16,9 +16,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812 (the universal torch idiom)
 
 from twelve.model.attention import AttentionImplementation, attend, split_heads
-from twelve.model.dropout import Dropout, dropout_add
+from twelve.model.dropout import Dropout
 from twelve.model.packed import PackedLinear, expose_packed_parts
 from twelve.model.packed_attention import PackedProblem, attend_packed, packed_attention_applies
+from twelve.model.residual_norm import residual_layer_norm
 from twelve.model.reused_memory import Linear
 
 
@@ -78,8 +79,8 @@ class ResidualOutput(nn.Module):
 
     def forward(self, hidden: Tensor, residual: Tensor) -> Tensor:
         """Project `hidden`, add `residual`, normalize."""
-        return self.LayerNorm(
-            dropout_add(self.dense(hidden), residual, self.dropout.p, self.training)
+        return residual_layer_norm(
+            self.dense(hidden), residual, self.LayerNorm, self.dropout.p, self.training
         )
 
 
@@ -244,13 +245,13 @@ class BiOutput(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """Project each context back to its stream's width, add the residual, normalize."""
         training = self.training
-        vision_out = self.LayerNorm1(
-            dropout_add(self.dense1(vision_context), vision, self.dropout1.p, training)
+        vision_out = residual_layer_norm(
+            self.dense1(vision_context), vision, self.LayerNorm1, self.dropout1.p, training
         )
         if text_context is None:
             return vision_out, None
-        text_out = self.LayerNorm2(
-            dropout_add(self.dense2(text_context), text, self.dropout2.p, training)
+        text_out = residual_layer_norm(
+            self.dense2(text_context), text, self.LayerNorm2, self.dropout2.p, training
         )
         return vision_out, text_out
 

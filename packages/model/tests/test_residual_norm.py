@@ -1,0 +1,225 @@
+"""The fused LayerNorm(residual + dropout(x)) kernel and the loader that builds it.
+
+The kernel must give the eager computation's values up to float rounding, with the same dropout
+masks for the same seed, in float32 and with a bfloat16 `x` (CPU autocast); the loader must
+build once, cache, never leave a half-written library, and fall back to the eager ops (saying
+why) whenever the kernel cannot be used.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F  # noqa: N812 (the universal torch idiom)
+
+import twelve.model.residual_norm as residual_norm
+from twelve.model import cpu_kernels
+from twelve.model.config import ViLBERTConfig
+from twelve.model.dropout import dropout_add
+from twelve.model.inputs import ViLBERTInputs
+from twelve.model.model import MultiTaskViLBERT
+
+needs_kernels = pytest.mark.skipif(
+    cpu_kernels.unavailable_reason() is not None,
+    reason=f"CPU kernels unavailable: {cpu_kernels.unavailable_reason()}",
+)
+
+
+@pytest.fixture
+def fresh_loader() -> Iterator[None]:
+    """Forget loaded kernels before and after the test (the loader caches per process)."""
+    cpu_kernels.load.cache_clear()
+    residual_norm._library.cache_clear()
+    yield
+    cpu_kernels.load.cache_clear()
+    residual_norm._library.cache_clear()
+
+
+def _norm(width: int) -> nn.LayerNorm:
+    norm = nn.LayerNorm(width, eps=1e-12)
+    with torch.no_grad():
+        norm.weight.normal_(1.0, 0.2)
+        norm.bias.normal_(0.0, 0.2)
+    return norm
+
+
+def _run(
+    fused: bool, x: torch.Tensor, residual: torch.Tensor, norm: nn.LayerNorm, p: float
+) -> tuple[torch.Tensor, ...]:
+    """Output and the gradients of x, residual, weight and bias, for one seeded step."""
+    x = x.detach().clone().requires_grad_(True)
+    residual = residual.detach().clone().requires_grad_(True)
+    norm.zero_grad(set_to_none=True)
+    torch.manual_seed(11)
+    if fused:
+        out = residual_norm.residual_layer_norm(x, residual, norm, p, training=True)
+    else:
+        out = norm(dropout_add(x, residual, p, training=True))
+    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(5))
+    out.backward(upstream)
+    assert x.grad is not None
+    assert residual.grad is not None
+    assert norm.weight.grad is not None
+    assert norm.bias.grad is not None
+    return out.detach(), x.grad, residual.grad, norm.weight.grad, norm.bias.grad
+
+
+@needs_kernels
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5])
+@pytest.mark.parametrize("shape", [(3, 7, 48), (2, 101, 1024), (5, 33)])
+def test_fused_equals_the_eager_ops_in_float32(p: float, shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    x, residual, norm = torch.randn(shape), torch.randn(shape), _norm(shape[-1])
+    fused = _run(True, x, residual, norm, p)
+    eager = _run(False, x, residual, norm, p)
+    assert fused[0].dtype == fused[1].dtype == torch.float32
+    for got, want in zip(fused, eager, strict=True):
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+    # The same elements are dropped: exactly where the eager gradient of x is zero.
+    assert torch.equal(fused[1] == 0, eager[1] == 0)
+    if p > 0.0:
+        assert (eager[1] == 0).any()
+
+
+@needs_kernels
+def test_fused_with_a_bf16_projection_matches_autocast() -> None:
+    torch.manual_seed(1)
+    x = torch.randn(4, 9, 64).to(torch.bfloat16)
+    residual, norm = torch.randn(4, 9, 64), _norm(64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = _run(True, x, residual, norm, 0.1)
+        eager = _run(False, x, residual, norm, 0.1)
+    assert fused[0].dtype == torch.float32
+    assert fused[1].dtype == torch.bfloat16
+    torch.testing.assert_close(fused[0], eager[0], atol=2e-5, rtol=1e-5)
+    # x's gradient is rounded to bf16 from float32 values that differ by float rounding.
+    torch.testing.assert_close(fused[1], eager[1], atol=1e-2, rtol=1e-2)
+    assert torch.equal(fused[1] == 0, eager[1] == 0)
+    for got, want in zip(fused[2:], eager[2:], strict=True):
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+
+
+@needs_kernels
+def test_fused_path_is_taken_only_for_training_with_gradients() -> None:
+    x, residual, norm = torch.randn(2, 3, 8), torch.randn(2, 3, 8), _norm(8)
+    x.requires_grad_(True)
+    out = residual_norm.residual_layer_norm(x, residual, norm, 0.1, training=True)
+    assert type(out.grad_fn).__name__ == "_ResidualNormBackward"
+    with torch.no_grad():
+        plain = residual_norm.residual_layer_norm(x, residual, norm, 0.1, training=False)
+    torch.testing.assert_close(plain, norm(x + residual), rtol=0, atol=0)
+    assert not residual_norm.fused_applies(x.double(), residual.double(), norm)
+    assert not residual_norm.fused_applies(x, residual[:, :2], norm)
+
+
+@needs_kernels
+@pytest.mark.parametrize("bf16", [False, True], ids=["float32", "bf16-autocast"])
+def test_model_training_step_with_the_kernel_equals_the_eager_step(
+    tiny_config: ViLBERTConfig,
+    make_inputs: Callable[..., ViLBERTInputs],
+    randomized: Callable[..., None],
+    bf16: bool,
+) -> None:
+    model = MultiTaskViLBERT(tiny_config)
+    randomized(model, std=0.1)
+    inputs = make_inputs(tiny_config)
+
+    def step(fused: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(7)
+        library = residual_norm._library_for if fused else (lambda *_args: None)
+        with (
+            mock.patch.object(residual_norm, "_library_for", library),
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16),
+        ):
+            logits = model.train()(inputs, "vqa").logits.float()
+            F.binary_cross_entropy_with_logits(logits, torch.rand_like(logits)).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return logits.detach(), grads
+
+    eager_logits, eager = step(fused=False)
+    logits, fused = step(fused=True)
+    # bf16 products downstream of the norms turn float rounding into bf16 rounding.
+    tolerance = {"atol": 2e-2, "rtol": 2e-2} if bf16 else {"atol": 1e-5, "rtol": 1e-4}
+    torch.testing.assert_close(logits, eager_logits, **tolerance)
+    assert fused.keys() == eager.keys()
+    for name, grad in eager.items():
+        torch.testing.assert_close(fused[name], grad, **tolerance, msg=name)
+
+
+@needs_kernels
+def test_one_openmp_runtime_in_the_process(fresh_loader: None) -> None:
+    assert cpu_kernels.load("residual_norm") is not None
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    runtimes = {line.split()[-1] for line in maps if re.search(r"lib(g|i)?omp[^/]*\.so", line)}
+    assert len(runtimes) == 1, runtimes
+
+
+@needs_kernels
+def test_build_is_cached_and_keyed_by_the_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compiler = cpu_kernels.find_compiler()
+    assert compiler is not None
+    first = cpu_kernels.build("residual_norm", compiler, tmp_path)
+    built_at = first.stat().st_mtime_ns
+    assert cpu_kernels.build("residual_norm", compiler, tmp_path) == first
+    assert first.stat().st_mtime_ns == built_at
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    changed = (cpu_kernels.SOURCES / "residual_norm.c").read_text() + "\n/* changed */\n"
+    (sources / "residual_norm.c").write_text(changed)
+    monkeypatch.setattr(cpu_kernels, "SOURCES", sources)
+    assert cpu_kernels.build("residual_norm", compiler, tmp_path) != first
+
+
+@needs_kernels
+def test_a_failed_build_names_the_source_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    (sources / "broken.c").write_text("int f(void) { return missing; }\n")
+    monkeypatch.setattr(cpu_kernels, "SOURCES", sources)
+    cache = tmp_path / "cache"
+    compiler = cpu_kernels.find_compiler()
+    assert compiler is not None
+    with pytest.raises(cpu_kernels.KernelBuildError, match=r"(?s)broken\.c.*missing"):
+        cpu_kernels.build("broken", compiler, cache)
+    assert list(cache.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("TWELVE_CPU_KERNELS", "0", "TWELVE_CPU_KERNELS turns them off"),
+        ("CC", "/nonexistent/cc", "no C compiler found"),
+    ],
+)
+def test_unavailable_kernels_fall_back_to_the_eager_ops(
+    fresh_loader: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    variable: str,
+    value: str,
+    reason: str,
+) -> None:
+    monkeypatch.setenv(variable, value)
+    assert reason in (cpu_kernels.unavailable_reason() or "")
+    with caplog.at_level(logging.INFO, logger="twelve.model.cpu_kernels"):
+        x, residual, norm = torch.randn(2, 5, 16), torch.randn(2, 5, 16), _norm(16)
+        x.requires_grad_(True)
+        torch.manual_seed(3)
+        out = residual_norm.residual_layer_norm(x, residual, norm, 0.1, training=True)
+        torch.manual_seed(3)
+        expected = norm(dropout_add(x, residual, 0.1, training=True))
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    assert type(out.grad_fn).__name__ != "_ResidualNormBackward"
+    assert reason in caplog.text
