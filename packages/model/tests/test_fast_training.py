@@ -21,6 +21,7 @@ from twelve.model.config import ViLBERTConfig
 from twelve.model.inputs import ViLBERTInputs
 from twelve.model.model import MultiTaskViLBERT
 from twelve.model.packed_attention import PackedProblem, attend_packed
+from twelve.model.residual_norm import ResidualNormMemory
 from twelve.model.reused_memory import Embedding, Linear
 
 
@@ -209,3 +210,12 @@ def test_eval_frees_the_memory_kept_for_training(
         for storage in (m.memory.output, m.memory.input_grad, m.memory.weight_grad)
     )
     assert model.bert.embeddings.word_embeddings.grad_storage._block is None
+    norms = [m for m in model.modules() if isinstance(m, (layers.ResidualOutput, layers.BiOutput))]
+    assert norms
+    assert all(
+        storage._block is None
+        for m in norms
+        for value in vars(m).values()
+        if isinstance(value, ResidualNormMemory)
+        for storage in value.training_storages()
+    )

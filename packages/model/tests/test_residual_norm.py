@@ -25,6 +25,7 @@ from twelve.model.config import ViLBERTConfig
 from twelve.model.dropout import dropout_add
 from twelve.model.inputs import ViLBERTInputs
 from twelve.model.model import MultiTaskViLBERT
+from twelve.model.residual_norm import ResidualNormMemory
 
 needs_kernels = pytest.mark.skipif(
     cpu_kernels.unavailable_reason() is not None,
@@ -117,6 +118,31 @@ def test_fused_path_is_taken_only_for_training_with_gradients() -> None:
     torch.testing.assert_close(plain, norm(x + residual), rtol=0, atol=0)
     assert not residual_norm.fused_applies(x.double(), residual.double(), norm)
     assert not residual_norm.fused_applies(x, residual[:, :2], norm)
+
+
+@needs_kernels
+def test_memory_is_reused_only_when_nothing_refers_to_it() -> None:
+    torch.manual_seed(2)
+    x, residual, norm = torch.randn(3, 4, 16), torch.randn(3, 4, 16), _norm(16)
+    x.requires_grad_(True)
+    memory = ResidualNormMemory()
+
+    def step() -> torch.Tensor:
+        out = residual_norm.residual_layer_norm(x, residual, norm, 0.0, True, memory)
+        out.backward(torch.ones_like(out))
+        return out.detach()
+
+    expected = norm(x + residual).detach()
+    first = step()
+    kept = first.clone()
+    second = step()  # `first` is still referenced: fresh memory, `first` untouched
+    assert second.data_ptr() != first.data_ptr()
+    torch.testing.assert_close(first, kept, rtol=0, atol=0)
+    pointer = second.data_ptr()
+    del first, second
+    third = step()  # the kept block is free again
+    assert third.data_ptr() == pointer
+    torch.testing.assert_close(third, expected, atol=2e-5, rtol=1e-5)
 
 
 @needs_kernels

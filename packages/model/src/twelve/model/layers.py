@@ -19,7 +19,7 @@ from twelve.model.attention import AttentionImplementation, attend, split_heads
 from twelve.model.dropout import Dropout
 from twelve.model.packed import PackedLinear, expose_packed_parts
 from twelve.model.packed_attention import PackedProblem, attend_packed, packed_attention_applies
-from twelve.model.residual_norm import residual_layer_norm
+from twelve.model.residual_norm import ResidualNormMemory, residual_layer_norm
 from twelve.model.reused_memory import Linear
 
 
@@ -76,11 +76,13 @@ class ResidualOutput(nn.Module):
         self.dense = Linear(in_width, out_width)
         self.LayerNorm = nn.LayerNorm(out_width, eps=eps)
         self.dropout = Dropout(dropout)
+        self.norm_memory = ResidualNormMemory()
 
     def forward(self, hidden: Tensor, residual: Tensor) -> Tensor:
         """Project `hidden`, add `residual`, normalize."""
+        dropout, training = self.dropout.p, self.training
         return residual_layer_norm(
-            self.dense(hidden), residual, self.LayerNorm, self.dropout.p, self.training
+            self.dense(hidden), residual, self.LayerNorm, dropout, training, self.norm_memory
         )
 
 
@@ -239,6 +241,8 @@ class BiOutput(nn.Module):
         self.q_dense2 = nn.Linear(width, text_width)
         for dead in (self.q_dense1, self.q_dense2):
             dead.requires_grad_(False)
+        self.norm_memory1 = ResidualNormMemory()
+        self.norm_memory2 = ResidualNormMemory()
 
     def forward(
         self, vision_context: Tensor, vision: Tensor, text_context: Tensor | None, text: Tensor
@@ -246,12 +250,22 @@ class BiOutput(nn.Module):
         """Project each context back to its stream's width, add the residual, normalize."""
         training = self.training
         vision_out = residual_layer_norm(
-            self.dense1(vision_context), vision, self.LayerNorm1, self.dropout1.p, training
+            self.dense1(vision_context),
+            vision,
+            self.LayerNorm1,
+            self.dropout1.p,
+            training,
+            self.norm_memory1,
         )
         if text_context is None:
             return vision_out, None
         text_out = residual_layer_norm(
-            self.dense2(text_context), text, self.LayerNorm2, self.dropout2.p, training
+            self.dense2(text_context),
+            text,
+            self.LayerNorm2,
+            self.dropout2.p,
+            training,
+            self.norm_memory2,
         )
         return vision_out, text_out
 

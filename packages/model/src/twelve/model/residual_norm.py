@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -28,19 +29,48 @@ from torch.autograd.function import once_differentiable
 
 from twelve.model import cpu_kernels
 from twelve.model.dropout import dropout_add, lane_rule, random_lanes
+from twelve.model.reused_memory import ReusedStorage
 
 _KERNEL = "residual_norm"
 
 
+@dataclass
+class ResidualNormMemory:
+    """What one fused norm keeps between steps (`reused_memory.ReusedStorage`): the storage
+    of its sum, its output and both input gradients."""
+
+    total: ReusedStorage = field(default_factory=ReusedStorage)
+    output: ReusedStorage = field(default_factory=ReusedStorage)
+    total_grad: ReusedStorage = field(default_factory=ReusedStorage)
+    x_grad: ReusedStorage = field(default_factory=ReusedStorage)
+
+    def training_storages(self) -> tuple[ReusedStorage, ...]:
+        """The storages the kernel writes."""
+        return (self.total, self.output, self.total_grad, self.x_grad)
+
+
 def residual_layer_norm(
-    x: Tensor, residual: Tensor, norm: nn.LayerNorm, p: float, training: bool
+    x: Tensor,
+    residual: Tensor,
+    norm: nn.LayerNorm,
+    p: float,
+    training: bool,
+    memory: ResidualNormMemory | None = None,
 ) -> Tensor:
-    """`norm(residual + dropout(x, p))` (dropout only when `training`)."""
+    """`norm(residual + dropout(x, p))` (dropout only when `training`); the fused kernel
+    writes into `memory` when given."""
     library = _library_for(x, residual, norm)
     if library is None:
         return norm(dropout_add(x, residual, p, training))
     return _ResidualNorm.apply(
-        x, residual, norm.weight, norm.bias, p if training else 0.0, norm.eps, library
+        x,
+        residual,
+        norm.weight,
+        norm.bias,
+        p if training else 0.0,
+        norm.eps,
+        library,
+        ResidualNormMemory() if memory is None else memory,
     )
 
 
@@ -101,6 +131,7 @@ class _ResidualNorm(torch.autograd.Function):
         p: float,
         eps: float,
         library: ctypes.CDLL,
+        memory: ResidualNormMemory,
     ) -> Tensor:
         x, residual = x.contiguous(), residual.contiguous()
         weight, bias = weight.contiguous(), bias.contiguous()
@@ -108,8 +139,8 @@ class _ResidualNorm(torch.autograd.Function):
         rows = x.numel() // cols if cols else 0
         lanes = random_lanes(x.numel()) if p > 0.0 else None
         keep_from, scale = lane_rule(p) if p > 0.0 else (0, 1.0)
-        total = torch.empty(x.shape, dtype=torch.float32)
-        out = torch.empty(x.shape, dtype=torch.float32)
+        total = memory.total.take(x.shape, residual, torch.float32)
+        out = memory.output.take(x.shape, residual, torch.float32)
         mean = torch.empty(rows, dtype=torch.float32)
         rstd = torch.empty(rows, dtype=torch.float32)
         threads = torch.get_num_threads()
@@ -136,6 +167,7 @@ class _ResidualNorm(torch.autograd.Function):
         ctx.rule = (keep_from, scale)
         ctx.x_dtype = x.dtype
         ctx.library = library
+        ctx.memory = memory
         return out
 
     @staticmethod
@@ -147,8 +179,9 @@ class _ResidualNorm(torch.autograd.Function):
         cols = total.shape[-1]
         rows = mean.numel()
         threads = torch.get_num_threads()
-        grad_total = torch.empty_like(total)
-        grad_x = torch.empty(total.shape, dtype=ctx.x_dtype)
+        memory: ResidualNormMemory = ctx.memory
+        grad_total = memory.total_grad.take(total.shape, total)
+        grad_x = memory.x_grad.take(total.shape, total, ctx.x_dtype)
         grad_weight = torch.zeros(threads, cols, dtype=torch.float32)
         grad_bias = torch.zeros(threads, cols, dtype=torch.float32)
         if rows:
@@ -176,6 +209,7 @@ class _ResidualNorm(torch.autograd.Function):
             grad_total if needed[1] else None,
             grad_weight.sum(0) if needed[2] else None,
             grad_bias.sum(0) if needed[3] else None,
+            None,
             None,
             None,
             None,

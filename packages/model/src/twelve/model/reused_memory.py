@@ -322,11 +322,13 @@ def _memories(module: nn.Module) -> list[LinearMemory]:
 
 def release_training_memory(module: nn.Module) -> None:
     """Drop the training blocks every reusing layer in `module` keeps (freed once nothing
-    refers to them)."""
-    for memory in _memories(module):
-        for storage in memory.training_storages():
-            storage.release()
+    refers to them): linear layers, embeddings, and any layer attribute with
+    `training_storages()` (the fused norms' memory)."""
     for layer in module.modules():
+        for value in vars(layer).values():
+            if callable(getattr(value, "training_storages", None)):
+                for storage in value.training_storages():
+                    storage.release()
         if isinstance(layer, Embedding):
             layer.grad_storage.release()
 
