@@ -31,7 +31,8 @@ import torch
 log = logging.getLogger(__name__)
 
 SOURCES = Path(__file__).with_name("kernels")
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=c11", "-shared", "-fPIC")
+FLAGS = ("-O3", "-march=native", "-fno-trapping-math", "-fno-math-errno", "-fopenmp", "-std=c11")
+LINK_FLAGS = ("-shared", "-fPIC")
 DISABLE_VARIABLE = "TWELVE_CPU_KERNELS"
 
 
@@ -96,7 +97,7 @@ def build(name: str, compiler: str, directory: Path) -> Path:
     os.close(handle)
     try:
         result = subprocess.run(
-            [compiler, *FLAGS, "-o", temporary, str(source), "-lm"],
+            [compiler, *FLAGS, *LINK_FLAGS, "-o", temporary, str(source), "-lm"],
             capture_output=True,
             text=True,
             check=False,

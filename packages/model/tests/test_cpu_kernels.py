@@ -1,8 +1,8 @@
-"""The fused LayerNorm(residual + dropout(x)) kernel and the loader that builds it.
+"""The C kernels (the fused residual norm) and their loader.
 
-The kernel must give the eager computation's values up to float rounding, with the same dropout
+The kernel must give the torch computation's values up to float rounding, with the same dropout
 masks for the same seed, in float32 and with a bfloat16 `x` (CPU autocast); the loader must
-build once, cache, never leave a half-written library, and fall back to the eager ops (saying
+build once, cache, never leave a half-written library, and fall back to the torch ops (saying
 why) whenever the kernel cannot be used.
 """
 
@@ -36,11 +36,11 @@ needs_kernels = pytest.mark.skipif(
 @pytest.fixture
 def fresh_loader() -> Iterator[None]:
     """Forget loaded kernels before and after the test (the loader caches per process)."""
-    cpu_kernels.load.cache_clear()
-    residual_norm._library.cache_clear()
+    for cached in (cpu_kernels.load, residual_norm._library):
+        cached.cache_clear()
     yield
-    cpu_kernels.load.cache_clear()
-    residual_norm._library.cache_clear()
+    for cached in (cpu_kernels.load, residual_norm._library):
+        cached.cache_clear()
 
 
 def _norm(width: int) -> nn.LayerNorm:
