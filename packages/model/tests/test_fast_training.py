@@ -22,7 +22,7 @@ from twelve.model.inputs import ViLBERTInputs
 from twelve.model.model import MultiTaskViLBERT
 from twelve.model.packed_attention import PackedProblem, attend_packed
 from twelve.model.residual_norm import ResidualNormMemory
-from twelve.model.reused_memory import Embedding, Linear
+from twelve.model.reused_memory import Embedding, GeluMemory, Linear, gelu
 
 
 def _grads(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -193,6 +193,32 @@ def test_linear_output_a_caller_keeps_is_not_overwritten() -> None:
     torch.testing.assert_close(third, F.linear(first_input, layer.weight, layer.bias))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gelu_in_kept_storage_equals_stock_gelu(dtype: torch.dtype) -> None:
+    torch.manual_seed(6)
+    x = torch.randn(3, 5, 16, dtype=dtype, requires_grad=True)
+    upstream = torch.randn(3, 5, 16, dtype=dtype)
+    (expected_grad,) = torch.autograd.grad(F.gelu(x), x, upstream)
+    memory = GeluMemory()
+    outputs = []
+    for _ in range(3):
+        out = gelu(x, memory)
+        (grad,) = torch.autograd.grad(out, x, upstream)
+        torch.testing.assert_close(out, F.gelu(x), rtol=0, atol=0)
+        torch.testing.assert_close(grad, expected_grad, rtol=0, atol=0)
+        outputs.append(out.detach())
+    # Every output was still referenced, so none was overwritten by the next call.
+    assert len({o.data_ptr() for o in outputs}) == 3
+    for out in outputs:
+        torch.testing.assert_close(out, F.gelu(x).detach(), rtol=0, atol=0)
+    pointer = outputs[-1].data_ptr()
+    del out
+    outputs.clear()
+    assert gelu(x, memory).data_ptr() == pointer  # free again: reused
+    with torch.no_grad():
+        assert gelu(x, memory).data_ptr() != pointer  # no gradients: stock F.gelu
+
+
 def test_eval_frees_the_memory_kept_for_training(
     tiny_config: ViLBERTConfig, make_inputs: Callable[..., ViLBERTInputs]
 ) -> None:
@@ -210,12 +236,13 @@ def test_eval_frees_the_memory_kept_for_training(
         for storage in (m.memory.output, m.memory.input_grad, m.memory.weight_grad)
     )
     assert model.bert.embeddings.word_embeddings.grad_storage._block is None
-    norms = [m for m in model.modules() if isinstance(m, (layers.ResidualOutput, layers.BiOutput))]
+    kinds = (layers.ResidualOutput, layers.BiOutput, layers.Intermediate)
+    norms = [m for m in model.modules() if isinstance(m, kinds)]
     assert norms
     assert all(
         storage._block is None
         for m in norms
         for value in vars(m).values()
-        if isinstance(value, ResidualNormMemory)
+        if isinstance(value, ResidualNormMemory | GeluMemory)
         for storage in value.training_storages()
     )

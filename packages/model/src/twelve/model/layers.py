@@ -13,14 +13,13 @@ names stay `query`/`key`/`value` (`query1`…`value2` in co-attention).
 from __future__ import annotations
 
 from torch import Tensor, nn
-from torch.nn import functional as F  # noqa: N812 (the universal torch idiom)
 
 from twelve.model.attention import AttentionImplementation, attend, split_heads
 from twelve.model.dropout import Dropout
 from twelve.model.packed import PackedLinear, expose_packed_parts
 from twelve.model.packed_attention import PackedProblem, attend_packed, packed_attention_applies
 from twelve.model.residual_norm import ResidualNormMemory, residual_layer_norm
-from twelve.model.reused_memory import Linear
+from twelve.model.reused_memory import GeluMemory, Linear, gelu
 
 
 class SelfAttention(nn.Module):
@@ -92,10 +91,11 @@ class Intermediate(nn.Module):
     def __init__(self, width: int, intermediate: int) -> None:
         super().__init__()
         self.dense = Linear(width, intermediate)
+        self.gelu_memory = GeluMemory()
 
     def forward(self, hidden: Tensor) -> Tensor:
         """(…, W) → (…, I)."""
-        return F.gelu(self.dense(hidden))
+        return gelu(self.dense(hidden), self.gelu_memory)
 
 
 class Attention(nn.Module):

@@ -1,12 +1,13 @@
 """LayerNorm(residual + dropout(x)), the post-LN sublayer output, fused for CPU training.
 
 Every ViLBERT sublayer ends this way. Eagerly it is four passes over the activations forward
-(the dropout mask as floats, its scaling, the masked sum, the norm) and three backward (the
-norm's gradient, the mask, the residual's accumulation), each writing a fresh tensor. The C
-kernel `kernels/residual_norm.c` does each direction in one pass per row while the row is in
-cache, reads the dropout lanes as int16 instead of a float mask, and saves only the sum, the
-row statistics and the lanes for backward: ~2× faster than the eager ops on a 12in1-base
-vision sublayer, ~0.05 of the machine's matmul rate on the fp32 training step.
+(the dropout mask as floats, its scaling, the masked sum, the norm) and two backward (the
+norm's gradient, the mask), each writing a fresh tensor. The C kernel `kernels/residual_norm.c`
+does each direction in one pass per row while the row is in cache, reads the dropout lanes as
+int16 instead of a float mask, saves only the sum, the row statistics and the lanes for
+backward, and writes into storage kept from step to step (`ResidualNormMemory`, the
+`reused_memory` rule: only when nothing else refers to it). On a 12in1-base vision sublayer
+forward + backward takes ~2 ms instead of ~3.9 ms.
 
 Numerics: the masks are `twelve.model.dropout`'s (the same draws as the eager path for the same
 seed); the sum is exactly the eager one; mean and variance are two-pass float32 sums over a

@@ -1,4 +1,4 @@
-"""Linear and embedding layers that reuse their memory from one step to the next.
+"""Linear and embedding layers, and GeLU, that reuse their memory from one step to the next.
 
 Eager PyTorch on the CPU allocates every activation and gradient afresh each step, and the C
 library hands large freed blocks back to the kernel (all the more with
@@ -289,6 +289,50 @@ class _Embedding(torch.autograd.Function):
         if ctx.padding_idx is not None:
             target[ctx.padding_idx] = 0.0
         return None, target, None, None
+
+
+@dataclass
+class GeluMemory:
+    """What one GeLU keeps between steps: the storage of its output and its input gradient."""
+
+    output: ReusedStorage = field(default_factory=ReusedStorage)
+    input_grad: ReusedStorage = field(default_factory=ReusedStorage)
+
+    def training_storages(self) -> tuple[ReusedStorage, ...]:
+        """The storages the training path writes."""
+        return (self.output, self.input_grad)
+
+
+class _Gelu(torch.autograd.Function):
+    """Exact (erf) GeLU by ATen's own kernels, written into kept storage."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, memory: GeluMemory) -> Tensor:
+        out = memory.output.take(x.shape, x)
+        torch.ops.aten.gelu.out(x, out=out)
+        ctx.save_for_backward(x)
+        ctx.memory = memory
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (x,) = ctx.saved_tensors
+        grad_x = ctx.memory.input_grad.take(x.shape, x)
+        torch.ops.aten.gelu_backward.grad_input(grad, x, grad_input=grad_x)
+        return grad_x, None
+
+
+def gelu(x: Tensor, memory: GeluMemory) -> Tensor:
+    """`F.gelu(x)` (exact), writing into `memory` for CPU training (the same values)."""
+    if (
+        x.requires_grad
+        and torch.is_grad_enabled()
+        and x.device.type == "cpu"
+        and not torch.compiler.is_compiling()
+    ):
+        return _Gelu.apply(x, memory)
+    return F.gelu(x)
 
 
 class Embedding(nn.Embedding):
