@@ -20,7 +20,7 @@ from twelve.model.attention import additive_mask
 from twelve.model.config import ViLBERTConfig
 from twelve.model.inputs import ViLBERTInputs
 from twelve.model.model import MultiTaskViLBERT
-from twelve.model.packed_attention import PackedProblem, attend_packed
+from twelve.model.packed_attention import AttentionMemory, PackedProblem, attend_packed
 from twelve.model.residual_norm import ResidualNormMemory
 from twelve.model.reused_memory import Embedding, GeluMemory, Linear, gelu
 
@@ -127,6 +127,35 @@ def test_packed_attention_matches_the_plain_computation(cross: bool) -> None:
         attend_packed((a,), (PackedProblem(0, 0, mask_a, 0.0),) * 2, heads)
 
 
+def test_packed_attention_reuses_its_storage_only_when_free() -> None:
+    torch.manual_seed(8)
+    a = torch.randn(2, 6, 3 * 8, requires_grad=True)
+    mask = additive_mask(torch.ones(2, 6), torch.float32)
+    problem = (PackedProblem(0, 0, mask, 0.1),)
+    memory = AttentionMemory()
+
+    def step() -> tuple[torch.Tensor, torch.Tensor]:
+        torch.manual_seed(1)
+        (context,) = attend_packed((a,), problem, 2, memory)
+        (grad,) = torch.autograd.grad(context, a, torch.ones_like(context))
+        return context, grad
+
+    first, first_grad = step()
+    kept, kept_grad = first.detach().clone(), first_grad.clone()
+    second, second_grad = step()  # `first` is still referenced: written elsewhere
+    assert second.data_ptr() != first.data_ptr()
+    assert second_grad.data_ptr() != first_grad.data_ptr()
+    torch.testing.assert_close(first, kept, rtol=0, atol=0)
+    torch.testing.assert_close(second, kept, rtol=0, atol=0)
+    torch.testing.assert_close(second_grad, kept_grad, rtol=0, atol=0)
+    pointers = second.data_ptr(), second_grad.data_ptr()
+    del first, first_grad, second, second_grad
+    third, third_grad = step()  # nothing refers to the kept blocks now: reused, same values
+    assert (third.data_ptr(), third_grad.data_ptr()) == pointers
+    torch.testing.assert_close(third, kept, rtol=0, atol=0)
+    torch.testing.assert_close(third_grad, kept_grad, rtol=0, atol=0)
+
+
 def _train_step(
     model: MultiTaskViLBERT, inputs: ViLBERTInputs, task: str, fast: bool, bf16: bool = False
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -228,6 +257,16 @@ def test_eval_frees_the_memory_kept_for_training(
         m for m in model.modules() if isinstance(m, Linear) and m.memory.output._block is not None
     ]
     assert layers_kept  # the training step kept blocks for the next one
+    kinds = ResidualNormMemory | GeluMemory | AttentionMemory
+    other_storages = [
+        storage
+        for m in model.modules()
+        for value in vars(m).values()
+        if isinstance(value, kinds)
+        for storage in value.training_storages()
+    ]
+    # The fused norms (when their kernel builds), GeLUs and attentions kept blocks too.
+    assert sum(storage._block is not None for storage in other_storages) > 10
     model.eval()
     assert all(
         storage._block is None
@@ -236,13 +275,4 @@ def test_eval_frees_the_memory_kept_for_training(
         for storage in (m.memory.output, m.memory.input_grad, m.memory.weight_grad)
     )
     assert model.bert.embeddings.word_embeddings.grad_storage._block is None
-    kinds = (layers.ResidualOutput, layers.BiOutput, layers.Intermediate)
-    norms = [m for m in model.modules() if isinstance(m, kinds)]
-    assert norms
-    assert all(
-        storage._block is None
-        for m in norms
-        for value in vars(m).values()
-        if isinstance(value, ResidualNormMemory | GeluMemory)
-        for storage in value.training_storages()
-    )
+    assert all(storage._block is None for storage in other_storages)

@@ -45,11 +45,12 @@ def lane_rule(p: float) -> tuple[int, float]:
     return threshold - _LANES // 2, _LANES / (_LANES - threshold)
 
 
-def keep_scale(like: Tensor, p: float) -> Tensor:
-    """A (like-shaped, like-dtype) CPU tensor: 1/(1 − p_q) where kept, 0 where dropped."""
+def keep_scale(like: Tensor, p: float, out: Tensor | None = None) -> Tensor:
+    """A (like-shaped, like-dtype) CPU tensor: 1/(1 − p_q) where kept, 0 where dropped
+    (written into `out` when given)."""
     keep_from, factor = lane_rule(p)
     lanes = random_lanes(like.numel()).view(like.shape)
-    scale = torch.empty(like.shape, dtype=like.dtype)
+    scale = torch.empty(like.shape, dtype=like.dtype) if out is None else out
     torch.ge(lanes, keep_from, out=scale)
     return scale.mul_(factor)
 

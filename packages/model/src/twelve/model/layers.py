@@ -17,7 +17,12 @@ from torch import Tensor, nn
 from twelve.model.attention import AttentionImplementation, attend, split_heads
 from twelve.model.dropout import Dropout
 from twelve.model.packed import PackedLinear, expose_packed_parts
-from twelve.model.packed_attention import PackedProblem, attend_packed, packed_attention_applies
+from twelve.model.packed_attention import (
+    AttentionMemory,
+    PackedProblem,
+    attend_packed,
+    packed_attention_applies,
+)
 from twelve.model.residual_norm import ResidualNormMemory, residual_layer_norm
 from twelve.model.reused_memory import GeluMemory, Linear, gelu
 
@@ -31,6 +36,7 @@ class SelfAttention(nn.Module):
         self.dropout = dropout
         self.implementation: AttentionImplementation = "sdpa"
         self.qkv = PackedLinear(width, width, ("query", "key", "value"))
+        self.attention_memory = AttentionMemory()
         expose_packed_parts(self)
 
     def forward(
@@ -41,7 +47,9 @@ class SelfAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         if _fused_training(self.implementation, need_weights, dropout, projected):
             problem = PackedProblem(0, 0, mask, dropout)
-            return attend_packed((projected,), (problem,), self.heads)[0], None
+            return attend_packed((projected,), (problem,), self.heads, self.attention_memory)[
+                0
+            ], None
         query, key, value = split_heads(projected, 3, self.heads)
         return attend(
             query,
@@ -158,6 +166,7 @@ class BiAttention(nn.Module):
         self.implementation: AttentionImplementation = "sdpa"
         self.vision_qkv = PackedLinear(vision_width, width, ("query1", "key1", "value1"))
         self.text_qkv = PackedLinear(text_width, width, ("query2", "key2", "value2"))
+        self.attention_memory = AttentionMemory()
         expose_packed_parts(self)
 
     def forward(
@@ -186,7 +195,9 @@ class BiAttention(nn.Module):
             # Text queries first, as the explicit path below (same dropout draws).
             problems = (PackedProblem(1, 0, vision_mask, text_dropout),) if need_text else ()
             problems += (PackedProblem(0, 1, text_mask, vision_dropout),)
-            contexts = attend_packed((vision_projected, text_projected), problems, self.heads)
+            contexts = attend_packed(
+                (vision_projected, text_projected), problems, self.heads, self.attention_memory
+            )
             return contexts[-1], contexts[0] if need_text else None, None, None
         v_query, v_key, v_value = split_heads(vision_projected, 3, self.heads)
         t_query, t_key, t_value = split_heads(text_projected, 3, self.heads)

@@ -12,7 +12,10 @@ packed gradient per projection. One call serves every attention of a block that 
 projections (both directions of co-attention), so each packed gradient is written once.
 
 Forward saves the kept probabilities (P∘mask) next to P and the mask, so backward does not
-recompute them for the value gradient.
+recompute them for the value gradient. Every intermediate and gradient is written into storage
+the attention block keeps from step to step (`AttentionMemory`, the `reused_memory` rule: a
+block is written again only when nothing else refers to it), so a step maps no fresh pages for
+them.
 
 Numerics are the original's (scores·1/√D + additive mask, softmax, dropout, ·V) up to float
 rounding (the scale is applied to Q before the product); dropout masks come from
@@ -31,6 +34,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from twelve.model.dropout import keep_scale
+from twelve.model.reused_memory import ReusedStorage
 
 
 @dataclass(frozen=True)
@@ -55,24 +59,53 @@ def packed_attention_applies(*packed: Tensor) -> bool:
     )
 
 
+class AttentionMemory:
+    """The storage one attention block keeps between steps, one `ReusedStorage` per
+    intermediate or gradient (by problem and role)."""
+
+    def __init__(self) -> None:
+        self._storages: dict[tuple[int, str], ReusedStorage] = {}
+
+    def take(
+        self,
+        key: tuple[int, str],
+        shape: tuple[int, ...],
+        like: Tensor,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """A tensor of `shape` (contents undefined) from the storage kept under `key`."""
+        storage = self._storages.get(key)
+        if storage is None:
+            storage = self._storages[key] = ReusedStorage()
+        return storage.take(shape, like, dtype)
+
+    def training_storages(self) -> tuple[ReusedStorage, ...]:
+        """Every storage kept so far."""
+        return tuple(self._storages.values())
+
+
 def attend_packed(
-    packed: tuple[Tensor, ...], problems: tuple[PackedProblem, ...], heads: int
+    packed: tuple[Tensor, ...],
+    problems: tuple[PackedProblem, ...],
+    heads: int,
+    memory: AttentionMemory | None = None,
 ) -> tuple[Tensor, ...]:
-    """The (B, Lq, H·D) context of every problem, computed from (B, L, 3·H·D) projections.
-    Each part (query, key, value) of a projection may be read by one problem at most."""
+    """The (B, Lq, H·D) context of every problem, computed from (B, L, 3·H·D) projections,
+    writing into `memory` when given. Each part (query, key, value) of a projection may be
+    read by one problem at most."""
     readers = [(p.query_source, 0) for p in problems]
     readers += [(p.key_value_source, part) for p in problems for part in (1, 2)]
     if len(set(readers)) != len(readers):
         raise ValueError("a packed projection part is read by more than one attention")
-    return _PackedAttention.apply(problems, heads, *packed)
+    memory = AttentionMemory() if memory is None else memory
+    return _PackedAttention.apply(problems, heads, memory, *packed)
 
 
-def _head_major(part: Tensor, heads: int, scale: float | None = None) -> Tensor:
-    """(B, L, H·D) strided part (times `scale`) → contiguous (B·H, L, D), in one pass."""
+def _head_major(part: Tensor, heads: int, out: Tensor, scale: float | None = None) -> Tensor:
+    """(B, L, H·D) strided part (times `scale`) → `out`, contiguous (B·H, L, D), in one pass."""
     batch, length, width = part.shape
     head_dim = width // heads
     source = part.reshape(batch, length, heads, head_dim).transpose(1, 2)
-    out = torch.empty(batch * heads, length, head_dim, dtype=part.dtype, device=part.device)
     if scale is None:
         out.view(batch, heads, length, head_dim).copy_(source)
     else:
@@ -100,37 +133,53 @@ def _into_part(target: Tensor, heads: int, values: Tensor, scale: float | None =
 class _PackedAttention(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx: Any, problems: tuple[PackedProblem, ...], heads: int, *packed: Tensor
+        ctx: Any,
+        problems: tuple[PackedProblem, ...],
+        heads: int,
+        memory: AttentionMemory,
+        *packed: Tensor,
     ) -> tuple[Tensor, ...]:
+        take = memory.take
         contexts = []
         saved: list[Tensor] = []
-        for problem in problems:
-            source, memory = packed[problem.query_source], packed[problem.key_value_source]
+        for index, problem in enumerate(problems):
+            source, keyed = packed[problem.query_source], packed[problem.key_value_source]
             batch, queries, width = source.shape[0], source.shape[1], source.shape[2] // 3
-            keys = memory.shape[1]
+            keys = keyed.shape[1]
             head_dim = width // heads
             scale = 1.0 / math.sqrt(head_dim)
-            query = _head_major(_part(source, 0), heads, scale)
-            key = _head_major(_part(memory, 1), heads)
-            value = _head_major(_part(memory, 2), heads)
-            scores = torch.bmm(query, key.transpose(1, 2))
+            query_shape = (batch * heads, queries, head_dim)
+            key_shape = (batch * heads, keys, head_dim)
+            score_shape = (batch * heads, queries, keys)
+            query = _head_major(
+                _part(source, 0), heads, take((index, "query"), query_shape, source), scale
+            )
+            key = _head_major(_part(keyed, 1), heads, take((index, "key"), key_shape, source))
+            value = _head_major(_part(keyed, 2), heads, take((index, "value"), key_shape, source))
+            scores = take((index, "scores"), score_shape, source)
+            torch.bmm(query, key.transpose(1, 2), out=scores)
             scores.view(batch, heads, queries, keys).add_(problem.mask.to(scores.dtype))
-            probabilities = torch.softmax(scores, dim=-1)
+            probabilities = take((index, "probabilities"), score_shape, source)
+            torch.ops.aten._softmax.out(scores, -1, False, out=probabilities)
             if problem.dropout > 0.0:
-                keep = keep_scale(probabilities, problem.dropout)
-                kept = probabilities * keep
+                keep = keep_scale(
+                    probabilities, problem.dropout, take((index, "keep"), score_shape, source)
+                )
+                kept = torch.mul(
+                    probabilities, keep, out=take((index, "kept"), score_shape, source)
+                )
             else:
                 keep, kept = torch.ones((), dtype=probabilities.dtype), probabilities
-            context = torch.bmm(kept, value)
-            contexts.append(
-                context.view(batch, heads, queries, head_dim)
-                .transpose(1, 2)
-                .reshape(batch, queries, width)
-            )
+            context = take((index, "context"), query_shape, source)
+            torch.bmm(kept, value, out=context)
+            merged = take((index, "merged"), (batch, queries, width), source)
+            _into_part(merged, heads, context)
+            contexts.append(merged)
             saved += [query, key, value, probabilities, keep, kept]
         ctx.save_for_backward(*saved)
         ctx.problems = problems
         ctx.heads = heads
+        ctx.memory = memory
         ctx.shapes = [(p.shape, p.dtype) for p in packed]
         return tuple(contexts)
 
@@ -138,9 +187,14 @@ class _PackedAttention(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, *grad_contexts: Tensor | None) -> tuple[Tensor | None, ...]:
         heads = ctx.heads
-        grads = [torch.empty(shape, dtype=dtype) for shape, dtype in ctx.shapes]
-        written = [[False, False, False] for _ in grads]
+        take = ctx.memory.take
         saved = ctx.saved_tensors
+        like = saved[0]
+        grads = [
+            take((-1 - i, "packed_grad"), tuple(shape), like, dtype)
+            for i, (shape, dtype) in enumerate(ctx.shapes)
+        ]
+        written = [[False, False, False] for _ in grads]
         for index, (problem, grad_context) in enumerate(
             zip(ctx.problems, grad_contexts, strict=True)
         ):
@@ -154,17 +208,46 @@ class _PackedAttention(torch.autograd.Function):
                     _part(target, part).zero_()
                 continue
             scale = 1.0 / math.sqrt(query.shape[-1])
-            grad_heads = _head_major(grad_context, heads)
-            _into_part(_part(memory_grad, 2), heads, torch.bmm(kept.transpose(1, 2), grad_heads))
-            grad_kept = torch.bmm(grad_heads, value.transpose(1, 2)).mul_(keep)
-            grad_scores = torch._softmax_backward_data(
-                grad_kept, probabilities, -1, probabilities.dtype
+            grad_heads = _head_major(
+                grad_context, heads, take((index, "grad_heads"), tuple(query.shape), like)
             )
-            _into_part(_part(query_grad, 0), heads, torch.bmm(grad_scores, key), scale)
-            _into_part(_part(memory_grad, 1), heads, torch.bmm(grad_scores.transpose(1, 2), query))
+            product = (index, "product")  # dV, dQ and dK in turn, each copied out at once
+            _into_part(
+                _part(memory_grad, 2),
+                heads,
+                torch.bmm(
+                    kept.transpose(1, 2),
+                    grad_heads,
+                    out=take(product, tuple(value.shape), like),
+                ),
+            )
+            grad_kept = take((index, "grad_kept"), tuple(kept.shape), like)
+            torch.bmm(grad_heads, value.transpose(1, 2), out=grad_kept).mul_(keep)
+            grad_scores = take((index, "grad_scores"), tuple(kept.shape), like)
+            torch.ops.aten._softmax_backward_data.out(
+                grad_kept, probabilities, -1, probabilities.dtype, grad_input=grad_scores
+            )
+            _into_part(
+                _part(query_grad, 0),
+                heads,
+                torch.bmm(grad_scores, key, out=take(product, tuple(query.shape), like)),
+                scale,
+            )
+            _into_part(
+                _part(memory_grad, 1),
+                heads,
+                torch.bmm(
+                    grad_scores.transpose(1, 2), query, out=take(product, tuple(key.shape), like)
+                ),
+            )
         for grad, parts in zip(grads, written, strict=True):
             for part, done in enumerate(parts):
                 if not done:
                     _part(grad, part).zero_()
-        needed = ctx.needs_input_grad[2:]
-        return (None, None, *(g if need else None for g, need in zip(grads, needed, strict=True)))
+        needed = ctx.needs_input_grad[3:]
+        return (
+            None,
+            None,
+            None,
+            *(g if need else None for g, need in zip(grads, needed, strict=True)),
+        )
