@@ -1,8 +1,9 @@
-"""The CPU float32 training paths: reused weight-gradient storage and packed-projection attention.
+"""The CPU training paths: memory kept from step to step (linear layers, embeddings, GeLU,
+attention) and packed-projection attention.
 
-Both must give the stock computation's values (up to float rounding) and stock autograd
-semantics: gradients accumulate across backward passes, a gradient still referenced is never
-overwritten, the padding row of an embedding gets no gradient.
+They must give the stock computation's values (up to float rounding; GeLU exactly) and stock
+autograd semantics: gradients accumulate across backward passes, a tensor or gradient still
+referenced is never overwritten, the padding row of an embedding gets no gradient.
 """
 
 from __future__ import annotations
