@@ -237,6 +237,7 @@ def test_unavailable_kernels_fall_back_to_the_eager_ops(
     value: str,
     reason: str,
 ) -> None:
+    monkeypatch.delenv(cpu_kernels.DISABLE_VARIABLE, raising=False)
     monkeypatch.setenv(variable, value)
     assert reason in (cpu_kernels.unavailable_reason() or "")
     with caplog.at_level(logging.INFO, logger="twelve.model.cpu_kernels"):
