@@ -108,6 +108,37 @@ def test_fused_with_a_bf16_projection_matches_autocast() -> None:
 
 
 @needs_kernels
+def test_fused_on_a_bf16_stream_matches_autocast() -> None:
+    """Under autocast a norm of bf16 input gives bf16: the vision stream's residuals, sums,
+    outputs and their gradients are all bf16, rounded where the eager ops round (so equal to
+    the eager values here). The weight and bias gradients are float32 sums; ATen's eager
+    bf16 LayerNorm backward rounds them at bf16 resolution, so they are checked against a
+    float32 computation from the same bf16 values instead."""
+    torch.manual_seed(2)
+    x = torch.randn(4, 9, 64).to(torch.bfloat16)
+    residual, norm = torch.randn(4, 9, 64).to(torch.bfloat16), _norm(64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = _run(True, x, residual, norm, 0.0)
+        eager = _run(False, x, residual, norm, 0.0)
+        dropped = _run(True, x, residual, norm, 0.5), _run(False, x, residual, norm, 0.5)
+    assert [t.dtype for t in fused] == [t.dtype for t in eager]
+    assert fused[0].dtype == fused[1].dtype == fused[2].dtype == torch.bfloat16
+    bf16_ulp = {"atol": 1e-2, "rtol": 1e-2}  # one bf16 rounding apart at most
+    for got, want in zip(fused[:3], eager[:3], strict=True):
+        torch.testing.assert_close(got, want, **bf16_ulp)
+    for got, want in zip(dropped[0][:3], dropped[1][:3], strict=True):
+        torch.testing.assert_close(got, want, **bf16_ulp)
+    assert torch.equal(dropped[0][1] == 0, dropped[1][1] == 0)
+    total = (x.float() + residual.float()).bfloat16().float()
+    mean, var = total.mean(-1, keepdim=True), total.var(-1, unbiased=False, keepdim=True)
+    upstream = torch.randn(total.shape, generator=torch.Generator().manual_seed(5))
+    upstream = upstream.bfloat16().float()
+    expected_weight = (upstream * (total - mean) / torch.sqrt(var + 1e-12)).sum((0, 1))
+    torch.testing.assert_close(fused[3], expected_weight, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(fused[4], upstream.sum((0, 1)), atol=1e-4, rtol=1e-4)
+
+
+@needs_kernels
 def test_fused_path_is_taken_only_for_training_with_gradients() -> None:
     x, residual, norm = torch.randn(2, 3, 8), torch.randn(2, 3, 8), _norm(8)
     x.requires_grad_(True)
@@ -117,6 +148,8 @@ def test_fused_path_is_taken_only_for_training_with_gradients() -> None:
         plain = residual_norm.residual_layer_norm(x, residual, norm, 0.1, training=False)
     torch.testing.assert_close(plain, norm(x + residual), rtol=0, atol=0)
     assert not residual_norm.fused_applies(x.double(), residual.double(), norm)
+    # A float32 projection onto a bf16 stream is not a pair autocast makes: eager ops.
+    assert not residual_norm.fused_applies(x, residual.bfloat16(), norm)
     assert not residual_norm.fused_applies(x, residual[:, :2], norm)
 
 

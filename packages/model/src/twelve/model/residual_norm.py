@@ -13,7 +13,10 @@ Numerics: the masks are `twelve.model.dropout`'s (the same draws as the eager pa
 seed); the sum is exactly the eager one; mean and variance are two-pass float32 sums over a
 row, so the output differs from `nn.LayerNorm`'s by float rounding (~1e-6). A bfloat16 `x` (the
 projection under CPU autocast) is widened exactly and its gradient rounded to bfloat16 as
-autocast's cast back would. The weight and bias gradients are summed per thread, then across
+autocast's cast back would. Under autocast the vision stream is itself bf16 (its embedding
+norm sees bf16 input): then the sum, the output and their gradients are bf16, rounded where
+the eager bf16 ops round them, and the weight and bias gradients are float32 sums (ATen's
+eager bf16 LayerNorm backward rounds those at bf16 resolution). The weight and bias gradients are summed per thread, then across
 threads, so a fixed thread count gives the same bits run to run. Backward is
 once-differentiable. Used for CPU training (gradients on, eager) when `cpu_kernels` can build
 the kernel; everywhere else, and with `TWELVE_CPU_KERNELS=0`, the eager ops run.
@@ -35,6 +38,11 @@ from twelve.model.dropout import dropout_add, lane_rule, random_lanes
 from twelve.model.reused_memory import ReusedStorage
 
 _KERNEL = "residual_norm"
+_TYPE_PAIRS = {
+    (torch.float32, torch.float32),  # float32 training
+    (torch.bfloat16, torch.float32),  # autocast: a bf16 projection onto a float32 stream
+    (torch.bfloat16, torch.bfloat16),  # autocast: a bf16 stream (after a norm of bf16 input)
+}
 
 
 @dataclass
@@ -88,8 +96,8 @@ def fused_applies(x: Tensor, residual: Tensor, norm: nn.LayerNorm) -> bool:
         and bias is not None
         and any(t.requires_grad for t in (x, residual, weight, bias))
         and all(t.device.type == "cpu" for t in (x, residual, weight, bias))
-        and x.dtype in (torch.float32, torch.bfloat16)
-        and residual.dtype == weight.dtype == bias.dtype == torch.float32
+        and (x.dtype, residual.dtype) in _TYPE_PAIRS
+        and weight.dtype == bias.dtype == torch.float32
         and x.shape == residual.shape
         and tuple(norm.normalized_shape) == (x.shape[-1],)
     )
@@ -109,18 +117,23 @@ def _library() -> ctypes.CDLL | None:
         return None
     pointer, i32, i64, f32 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_float
     forward = library.twelve_residual_norm_forward
-    forward.argtypes = [pointer, i32, pointer, pointer, i32, f32, pointer, pointer, f32]
+    forward.argtypes = [pointer, i32, pointer, i32, pointer, i32, f32, pointer, pointer, f32]
     forward.argtypes += [i64, i64, i32, pointer, pointer, pointer, pointer]
-    forward.restype = None
+    forward.restype = ctypes.c_int
     backward = library.twelve_residual_norm_backward
-    backward.argtypes = [pointer, pointer, pointer, pointer, pointer, pointer, i32, f32]
+    backward.argtypes = [pointer, pointer, i32, pointer, pointer, pointer, pointer, i32, f32]
     backward.argtypes += [i64, i64, i32, i32, pointer, pointer, pointer, pointer]
-    backward.restype = None
+    backward.restype = ctypes.c_int
     return library
 
 
 def _address(tensor: Tensor | None) -> int | None:
     return None if tensor is None else tensor.data_ptr()
+
+
+def _checked(status: int, direction: str) -> None:
+    if status != 0:
+        raise RuntimeError(f"the residual-norm kernel has no {direction} for this type pair")
 
 
 class _ResidualNorm(torch.autograd.Function):
@@ -138,20 +151,24 @@ class _ResidualNorm(torch.autograd.Function):
     ) -> Tensor:
         x, residual = x.contiguous(), residual.contiguous()
         weight, bias = weight.contiguous(), bias.contiguous()
+        stream = residual.dtype  # the sum, the output and their gradients
         cols = x.shape[-1]
         rows = x.numel() // cols if cols else 0
         lanes = random_lanes(x.numel()) if p > 0.0 else None
         keep_from, scale = lane_rule(p) if p > 0.0 else (0, 1.0)
-        total = memory.total.take(x.shape, residual, torch.float32)
-        out = memory.output.take(x.shape, residual, torch.float32)
+        # The eager path scales by a keep-scale tensor of the stream's dtype.
+        scale = torch.tensor(scale, dtype=stream).item()
+        total = memory.total.take(x.shape, residual, stream)
+        out = memory.output.take(x.shape, residual, stream)
         mean = torch.empty(rows, dtype=torch.float32)
         rstd = torch.empty(rows, dtype=torch.float32)
         threads = torch.get_num_threads()
         if rows:
-            library.twelve_residual_norm_forward(
+            status = library.twelve_residual_norm_forward(
                 x.data_ptr(),
                 int(x.dtype == torch.bfloat16),
                 residual.data_ptr(),
+                int(stream == torch.bfloat16),
                 _address(lanes),
                 keep_from,
                 scale,
@@ -166,6 +183,7 @@ class _ResidualNorm(torch.autograd.Function):
                 mean.data_ptr(),
                 rstd.data_ptr(),
             )
+            _checked(status, "forward")
         ctx.save_for_backward(total, mean, rstd, weight, lanes)
         ctx.rule = (keep_from, scale)
         ctx.x_dtype = x.dtype
@@ -178,7 +196,7 @@ class _ResidualNorm(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         total, mean, rstd, weight, lanes = ctx.saved_tensors
         keep_from, scale = ctx.rule
-        grad = grad.contiguous().to(torch.float32)
+        grad = grad.contiguous().to(total.dtype)
         cols = total.shape[-1]
         rows = mean.numel()
         threads = torch.get_num_threads()
@@ -188,9 +206,10 @@ class _ResidualNorm(torch.autograd.Function):
         grad_weight = torch.zeros(threads, cols, dtype=torch.float32)
         grad_bias = torch.zeros(threads, cols, dtype=torch.float32)
         if rows:
-            ctx.library.twelve_residual_norm_backward(
+            status = ctx.library.twelve_residual_norm_backward(
                 grad.data_ptr(),
                 total.data_ptr(),
+                int(total.dtype == torch.bfloat16),
                 mean.data_ptr(),
                 rstd.data_ptr(),
                 weight.data_ptr(),
@@ -206,6 +225,7 @@ class _ResidualNorm(torch.autograd.Function):
                 grad_weight.data_ptr(),
                 grad_bias.data_ptr(),
             )
+            _checked(status, "backward")
         needed = ctx.needs_input_grad
         return (
             grad_x if needed[0] else None,
