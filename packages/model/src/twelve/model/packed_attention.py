@@ -191,7 +191,7 @@ class _PackedAttention(torch.autograd.Function):
         saved = ctx.saved_tensors
         like = saved[0]
         grads = [
-            take((-1 - i, "packed_grad"), tuple(shape), like, dtype)
+            take((i, "packed_grad"), tuple(shape), like, dtype)
             for i, (shape, dtype) in enumerate(ctx.shapes)
         ]
         written = [[False, False, False] for _ in grads]

@@ -156,8 +156,8 @@ class _ResidualNorm(torch.autograd.Function):
         rows = x.numel() // cols if cols else 0
         lanes = random_lanes(x.numel()) if p > 0.0 else None
         keep_from, scale = lane_rule(p) if p > 0.0 else (0, 1.0)
-        # The eager path scales by a keep-scale tensor of the stream's dtype.
-        scale = torch.tensor(scale, dtype=stream).item()
+        if stream == torch.bfloat16:  # the eager path's keep-scale tensor is bf16 then
+            scale = float(torch.tensor(scale, dtype=torch.bfloat16))
         total = memory.total.take(x.shape, residual, stream)
         out = memory.output.take(x.shape, residual, stream)
         mean = torch.empty(rows, dtype=torch.float32)

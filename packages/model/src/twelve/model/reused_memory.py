@@ -356,28 +356,21 @@ class Embedding(nn.Embedding):
         return _Embedding.apply(ids, self.weight, self.padding_idx, self.grad_storage)
 
 
-def _memories(module: nn.Module) -> list[LinearMemory]:
-    return [
-        memory
-        for layer in module.modules()
-        if isinstance(memory := getattr(layer, "memory", None), LinearMemory)
-    ]
-
-
 def release_training_memory(module: nn.Module) -> None:
     """Drop the training blocks every reusing layer in `module` keeps (freed once nothing
-    refers to them): linear layers, embeddings, and any layer attribute with
-    `training_storages()` (the fused norms' memory)."""
+    refers to them): each layer attribute that is a `ReusedStorage` or has
+    `training_storages()` (linear layers, embeddings, GeLU, fused norms, attention)."""
     for layer in module.modules():
         for value in vars(layer).values():
-            if callable(getattr(value, "training_storages", None)):
+            if isinstance(value, ReusedStorage):
+                value.release()
+            elif callable(getattr(value, "training_storages", None)):
                 for storage in value.training_storages():
                     storage.release()
-        if isinstance(layer, Embedding):
-            layer.grad_storage.release()
 
 
 def release_cast_copies(module: nn.Module) -> None:
     """Drop the autocast weight copies every linear layer in `module` keeps."""
-    for memory in _memories(module):
-        memory.cast.release()
+    for layer in module.modules():
+        if isinstance(memory := getattr(layer, "memory", None), LinearMemory):
+            memory.cast.release()
