@@ -222,7 +222,7 @@ def test_one_openmp_runtime_in_the_process(fresh_loader: None) -> None:
 
 
 @needs_kernels
-def test_build_is_cached_and_keyed_by_the_source(
+def test_build_is_cached_and_keyed_by_the_sources(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     compiler = cpu_kernels.find_compiler()
@@ -233,10 +233,16 @@ def test_build_is_cached_and_keyed_by_the_source(
     assert first.stat().st_mtime_ns == built_at
     sources = tmp_path / "sources"
     sources.mkdir()
+    for header in cpu_kernels.SOURCES.glob("*.h"):
+        (sources / header.name).write_text(header.read_text())
     changed = (cpu_kernels.SOURCES / "residual_norm.c").read_text() + "\n/* changed */\n"
     (sources / "residual_norm.c").write_text(changed)
     monkeypatch.setattr(cpu_kernels, "SOURCES", sources)
-    assert cpu_kernels.build("residual_norm", compiler, tmp_path) != first
+    second = cpu_kernels.build("residual_norm", compiler, tmp_path)
+    assert second != first
+    header = sources / "dropout_lanes.h"
+    header.write_text(header.read_text() + "\n/* changed */\n")
+    assert cpu_kernels.build("residual_norm", compiler, tmp_path) not in (first, second)
 
 
 @needs_kernels

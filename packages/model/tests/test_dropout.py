@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from twelve.model.dropout import Dropout, dropout, dropout_add, keep_scale, random_lanes
+from twelve.model import dropout as dropout_module
+from twelve.model.dropout import (
+    Dropout,
+    dropout,
+    dropout_add,
+    keep_scale,
+    lane_words,
+    random_lanes,
+)
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])
@@ -91,3 +100,44 @@ def test_seeded_runs_repeat_and_evaluation_is_identity() -> None:
     assert dropout(x, 0.0, training=True) is x
     with pytest.raises(ValueError, match=r"dropout probability must be in \[0, 1\)"):
         Dropout(1.0)
+
+
+def _splitmix64(state: int, count: int) -> list[int]:
+    """SplitMix64's stream as usually written (state += γ; mix), in plain Python integers."""
+    mask, words = 2**64 - 1, []
+    for _ in range(count):
+        state = (state + 0x9E3779B97F4A7C15) & mask
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        words.append(z ^ (z >> 31))
+    return words
+
+
+@pytest.mark.parametrize("kernels", [True, False])
+def test_lane_words_are_splitmix64(kernels: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not kernels:
+        monkeypatch.setattr(dropout_module, "_library", lambda: None)
+    elif dropout_module._library() is None:
+        pytest.skip("CPU kernels unavailable")
+    assert _splitmix64(0, 1) == [0xE220A8397B1DCDAF]  # SplitMix64's published first output
+    for seed in (0, 12345, 2**63 - 2):
+        words = lane_words(seed, 1003).numpy().view(np.uint64).tolist()
+        assert words == _splitmix64(seed, 1003)
+    lanes = random_lanes(10, seed=99)
+    word = _splitmix64(99, 1)[0]
+    expected = [(word >> (16 * i)) & 0xFFFF for i in range(4)]
+    assert [v & 0xFFFF for v in lanes[:4].tolist()] == expected
+
+
+def test_kernel_masks_equal_the_numpy_masks(monkeypatch: pytest.MonkeyPatch) -> None:
+    if dropout_module._library() is None:
+        pytest.skip("CPU kernels unavailable")
+    like = torch.empty(3, 4097)  # blocks of 4096 and a partial last word
+    torch.manual_seed(7)
+    kernel = keep_scale(like, 0.3)
+    kernel_lanes = random_lanes(like.numel())
+    monkeypatch.setattr(dropout_module, "_library", lambda: None)
+    torch.manual_seed(7)
+    assert torch.equal(keep_scale(like, 0.3), kernel)
+    assert torch.equal(random_lanes(like.numel()), kernel_lanes)

@@ -4,7 +4,7 @@ The kernels (`kernels/*.c`) are plain C with OpenMP: no PyTorch headers, so they
 about a second with the system C compiler (`$CC`, else `cc` or `gcc`) and load into the OpenMP
 runtime PyTorch already loaded. A build is cached under `$TWELVE_KERNEL_CACHE`, else
 `$XDG_CACHE_HOME/twelve/kernels` (`~/.cache/twelve/kernels`), in a file named by a hash of the
-source, the compiler, the flags and the CPU, written to a temporary name and renamed, so
+source (with the folder's headers), the compiler, the flags and the CPU, written to a temporary name and renamed, so
 concurrent processes never load a half-written library.
 
 Nothing here is required: without a compiler, on a platform other than Linux, with a PyTorch
@@ -84,9 +84,10 @@ def build(name: str, compiler: str, directory: Path) -> Path:
     version = subprocess.run(
         [compiler, "--version"], capture_output=True, text=True, check=False
     ).stdout.split("\n", 1)[0]
+    headers = "".join(header.read_text() for header in sorted(SOURCES.glob("*.h")))
     key = hashlib.sha256(
         "\0".join(
-            (source.read_text(), compiler, version, " ".join(FLAGS), _cpu_signature())
+            (source.read_text(), headers, compiler, version, " ".join(FLAGS), _cpu_signature())
         ).encode()
     ).hexdigest()[:16]
     target = directory / f"{name}-{key}.so"

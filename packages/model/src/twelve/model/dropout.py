@@ -4,17 +4,22 @@
 element and single-threaded: at 12-in-1's sizes that is ~10 % of a training step. Here an
 element is kept when a uniform 16-bit lane is at least round(p·65536), so the drop probability
 is p quantised to 1/65536 (0.1 → 0.1000061) and kept values are scaled by 1/(1 − p_q) — an
-unbiased dropout. The lanes are 64-bit words of numpy's SFC64 generator split in four (~0.6 ns
-per element; torch's own CPU generator, a serial Mersenne Twister, takes ~1.4 ns even drawing
-whole 64-bit words), seeded by one draw from torch's default CPU generator per mask, so
-`torch.manual_seed` makes runs reproducible. The 0/1 mask is written straight into a float
-tensor and scaled in place: a mask as `bool` times a float scalar costs several times more.
-On other devices and inside `torch.compile` (whose fused kernels draw their own random
-numbers) the functions use torch's dropout.
+unbiased dropout. The lanes are 64-bit words of a counter-based SplitMix64 split in four (word
+k is SplitMix64's output function of seed + (k + 1)·γ, `kernels/dropout_lanes.h`): any word can
+be computed on its own, so the C kernels draw a mask on every thread (~0.1 ns per element on
+two cores) and the fused residual norm draws its lanes row by row where it uses them, never
+storing them. Without the kernels numpy computes the same words (~1 ns per element). One draw
+from torch's default CPU generator seeds each mask, so `torch.manual_seed` makes runs
+reproducible. The 0/1 mask is written straight into a float tensor and scaled: a mask as
+`bool` times a float scalar costs several times more. On other devices and inside
+`torch.compile` (whose fused kernels draw their own random numbers) the functions use torch's
+dropout.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 from typing import Any
 
 import numpy as np
@@ -22,20 +27,44 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812 (the universal torch idiom)
 
+from twelve.model import cpu_kernels
+
 _LANES = 65536
+# SplitMix64's increment and mixing multipliers (kernels/dropout_lanes.h).
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
 
 
 def _use_fast_path(x: Tensor) -> bool:
     return x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
-def random_lanes(count: int) -> Tensor:
-    """`count` uniform int16 values (CPU): SFC64 words seeded by torch's default generator."""
-    seed = int(torch.randint(2**63 - 1, (), dtype=torch.int64))
-    if count == 0:
-        return torch.empty(0, dtype=torch.int16)
-    words = np.random.SFC64(seed).random_raw((count + 3) // 4)
-    return torch.from_numpy(words).view(torch.int16)[:count]
+def draw_seed() -> int:
+    """A mask's seed: one draw from torch's default CPU generator."""
+    return int(torch.randint(2**63 - 1, (), dtype=torch.int64))
+
+
+def lane_words(seed: int, count: int) -> Tensor:
+    """The first `count` words (int64 bits) of the mask seeded `seed`."""
+    library = _library()
+    if library is not None:
+        words = torch.empty(count, dtype=torch.int64)
+        if count:
+            library.twelve_dropout_words(seed, words.data_ptr(), count, torch.get_num_threads())
+        return words
+    with np.errstate(over="ignore"):
+        z = np.arange(1, count + 1, dtype=np.uint64) * _GAMMA + np.uint64(seed)
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+        z ^= z >> np.uint64(31)
+    return torch.from_numpy(z.view(np.int64))
+
+
+def random_lanes(count: int, seed: int | None = None) -> Tensor:
+    """`count` uniform int16 lanes (CPU) of the mask seeded `seed` (default: `draw_seed()`)."""
+    seed = draw_seed() if seed is None else seed
+    return lane_words(seed, (count + 3) // 4).view(torch.int16)[:count]
 
 
 def lane_rule(p: float) -> tuple[int, float]:
@@ -49,10 +78,31 @@ def keep_scale(like: Tensor, p: float, out: Tensor | None = None) -> Tensor:
     """A (like-shaped, like-dtype) CPU tensor: 1/(1 − p_q) where kept, 0 where dropped
     (written into `out` when given)."""
     keep_from, factor = lane_rule(p)
-    lanes = random_lanes(like.numel()).view(like.shape)
+    seed = draw_seed()
     scale = torch.empty(like.shape, dtype=like.dtype) if out is None else out
-    torch.ge(lanes, keep_from, out=scale)
+    library = _library()
+    if library is not None and scale.dtype == torch.float32 and scale.is_contiguous():
+        if scale.numel():
+            library.twelve_keep_scale(
+                seed, keep_from, factor, scale.data_ptr(), scale.numel(), torch.get_num_threads()
+            )
+        return scale
+    torch.ge(random_lanes(like.numel(), seed).view(like.shape), keep_from, out=scale)
     return scale.mul_(factor)
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | None:
+    """The mask kernels with their signatures, or None (see `cpu_kernels.load`)."""
+    library = cpu_kernels.load("dropout_lanes")
+    if library is None:
+        return None
+    pointer, i32, i64, u64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_uint64
+    library.twelve_dropout_words.argtypes = [u64, pointer, i64, ctypes.c_int]
+    library.twelve_dropout_words.restype = None
+    library.twelve_keep_scale.argtypes = [u64, i32, ctypes.c_float, pointer, i64, ctypes.c_int]
+    library.twelve_keep_scale.restype = None
+    return library
 
 
 class _MaskedScale(torch.autograd.Function):

@@ -3,8 +3,9 @@
  * Compiled and loaded by twelve/model/cpu_kernels.py; called through ctypes from
  * twelve/model/residual_norm.py, which documents the numerics. Rows are split across
  * `threads` OpenMP threads (the runtime PyTorch itself loaded); every loop over a row is
- * vectorised. `lanes` (int16, one per element) drop an element when below `keep_from`;
- * NULL keeps every element. `x` is float32 or, with `x_is_bf16`, bfloat16 bits; with
+ * vectorised. With `dropout`, an element is dropped when its lane of the mask seeded `seed`
+ * (dropout_lanes.h, drawn here row by row) is below `keep_from`; without, every element is
+ * kept. `x` is float32 or, with `x_is_bf16`, bfloat16 bits; with
  * `stream_is_bf16` so are the residual, the sum, the output and their gradients, each value
  * rounded to bfloat16 where the eager bfloat16 ops round it. Each (x, stream) type pair is
  * its own specialised loop nest (generated below), so every loop vectorises.
@@ -13,6 +14,8 @@
 #include <stdint.h>
 #include <string.h>
 #include <omp.h>
+
+#include "dropout_lanes.h"
 
 typedef uint16_t bf16;
 
@@ -46,7 +49,7 @@ static inline float store_bf16(bf16 *p, int64_t i, float v) {
 }
 
 #define FORWARD(NAME, XT, XL, ST, SL, SS)                                                    \
-    static void NAME(const XT *x, const ST *res, const int16_t *lanes, int32_t keep_from,    \
+    static void NAME(const XT *x, const ST *res, int dropout, uint64_t seed, int32_t keep_from, \
                      float scale, const float *gamma, const float *beta, float eps,           \
                      int64_t rows, int64_t cols, int threads, ST *sum, ST *y, float *mean,    \
                      float *rstd) {                                                           \
@@ -54,10 +57,13 @@ static inline float store_bf16(bf16 *p, int64_t i, float v) {
         for (int64_t r = 0; r < rows; r++) {                                                  \
             const int64_t o = r * cols;                                                       \
             float total = 0.0f;                                                               \
-            if (lanes) {                                                                      \
+            if (dropout) {                                                                    \
+                uint64_t words[cols / 4 + 2];                                                 \
+                lane_words(seed, o >> 2, lane_word_count(o, cols), words);                    \
+                const lane_t *lane = (const lane_t *)words + (o & 3);                         \
                 _Pragma("omp simd reduction(+:total)")                                        \
                 for (int64_t c = 0; c < cols; c++) {                                          \
-                    float kept = lanes[o + c] >= keep_from ? XL(x, o + c) * scale : 0.0f;     \
+                    float kept = lane[c] >= keep_from ? XL(x, o + c) * scale : 0.0f;          \
                     total += SS(sum, o + c, SL(res, o + c) + kept);                           \
                 }                                                                             \
             } else {                                                                          \
@@ -83,7 +89,7 @@ static inline float store_bf16(bf16 *p, int64_t i, float v) {
 
 #define BACKWARD(NAME, XT, XS, ST, SL, SS)                                                    \
     static void NAME(const ST *dy, const ST *sum, const float *mean, const float *rstd,      \
-                     const float *gamma, const int16_t *lanes, int32_t keep_from, float scale,\
+                     const float *gamma, int dropout, uint64_t seed, int32_t keep_from, float scale, \
                      int64_t rows, int64_t cols, int threads, ST *dsum, XT *dx,               \
                      float *dgamma, float *dbeta) {                                           \
         _Pragma("omp parallel num_threads(threads)")                                          \
@@ -111,12 +117,24 @@ static inline float store_bf16(bf16 *p, int64_t i, float v) {
                 }                                                                             \
                 a /= (float)cols;                                                             \
                 b /= (float)cols;                                                             \
-                _Pragma("omp simd")                                                           \
-                for (int64_t c = 0; c < cols; c++) {                                          \
-                    float xhat = (SL(sum, o + c) - m) * inv;                                  \
-                    float ds = SS(dsum, o + c, inv * (SL(dy, o + c) * gamma[c] - a - xhat * b)); \
-                    float kept = !lanes ? ds : lanes[o + c] >= keep_from ? ds * scale : 0.0f; \
-                    XS(dx, o + c, kept);                                                      \
+                if (dropout) {                                                                \
+                    uint64_t words[cols / 4 + 2];                                             \
+                    lane_words(seed, o >> 2, lane_word_count(o, cols), words);                \
+                    const lane_t *lane = (const lane_t *)words + (o & 3);                     \
+                    _Pragma("omp simd")                                                       \
+                    for (int64_t c = 0; c < cols; c++) {                                      \
+                        float xhat = (SL(sum, o + c) - m) * inv;                              \
+                        float ds = SS(dsum, o + c,                                            \
+                                      inv * (SL(dy, o + c) * gamma[c] - a - xhat * b));       \
+                        XS(dx, o + c, lane[c] >= keep_from ? ds * scale : 0.0f);              \
+                    }                                                                         \
+                } else {                                                                      \
+                    _Pragma("omp simd")                                                       \
+                    for (int64_t c = 0; c < cols; c++) {                                      \
+                        float xhat = (SL(sum, o + c) - m) * inv;                              \
+                        XS(dx, o + c, SS(dsum, o + c,                                         \
+                                         inv * (SL(dy, o + c) * gamma[c] - a - xhat * b)));   \
+                    }                                                                         \
                 }                                                                             \
             }                                                                                 \
         }                                                                                     \
@@ -132,17 +150,17 @@ BACKWARD(backward_bf16_bf16, bf16, store_bf16, bf16, load_bf16, store_bf16)
 /* Returns 0, or 1 for a type pair not built (a float32 x on a bfloat16 stream). */
 int twelve_residual_norm_forward(
     const void *x, int x_is_bf16, const void *residual, int stream_is_bf16,
-    const int16_t *lanes, int32_t keep_from, float scale, const float *gamma,
+    int dropout, uint64_t seed, int32_t keep_from, float scale, const float *gamma,
     const float *beta, float eps, int64_t rows, int64_t cols, int threads,
     void *sum, void *y, float *mean, float *rstd) {
     if (!x_is_bf16 && !stream_is_bf16)
-        forward_f32_f32(x, residual, lanes, keep_from, scale, gamma, beta, eps, rows, cols,
+        forward_f32_f32(x, residual, dropout, seed, keep_from, scale, gamma, beta, eps, rows, cols,
                         threads, sum, y, mean, rstd);
     else if (x_is_bf16 && !stream_is_bf16)
-        forward_bf16_f32(x, residual, lanes, keep_from, scale, gamma, beta, eps, rows, cols,
+        forward_bf16_f32(x, residual, dropout, seed, keep_from, scale, gamma, beta, eps, rows, cols,
                          threads, sum, y, mean, rstd);
     else if (x_is_bf16 && stream_is_bf16)
-        forward_bf16_bf16(x, residual, lanes, keep_from, scale, gamma, beta, eps, rows, cols,
+        forward_bf16_bf16(x, residual, dropout, seed, keep_from, scale, gamma, beta, eps, rows, cols,
                           threads, sum, y, mean, rstd);
     else
         return 1;
@@ -153,17 +171,17 @@ int twelve_residual_norm_forward(
  * stored dsum). dgamma/dbeta: one row of float32 partial sums per thread. */
 int twelve_residual_norm_backward(
     const void *dy, const void *sum, int stream_is_bf16, const float *mean, const float *rstd,
-    const float *gamma, const int16_t *lanes, int32_t keep_from, float scale, int64_t rows,
+    const float *gamma, int dropout, uint64_t seed, int32_t keep_from, float scale, int64_t rows,
     int64_t cols, int threads, int dx_is_bf16, void *dsum, void *dx, float *dgamma,
     float *dbeta) {
     if (!dx_is_bf16 && !stream_is_bf16)
-        backward_f32_f32(dy, sum, mean, rstd, gamma, lanes, keep_from, scale, rows, cols,
+        backward_f32_f32(dy, sum, mean, rstd, gamma, dropout, seed, keep_from, scale, rows, cols,
                          threads, dsum, dx, dgamma, dbeta);
     else if (dx_is_bf16 && !stream_is_bf16)
-        backward_bf16_f32(dy, sum, mean, rstd, gamma, lanes, keep_from, scale, rows, cols,
+        backward_bf16_f32(dy, sum, mean, rstd, gamma, dropout, seed, keep_from, scale, rows, cols,
                           threads, dsum, dx, dgamma, dbeta);
     else if (dx_is_bf16 && stream_is_bf16)
-        backward_bf16_bf16(dy, sum, mean, rstd, gamma, lanes, keep_from, scale, rows, cols,
+        backward_bf16_bf16(dy, sum, mean, rstd, gamma, dropout, seed, keep_from, scale, rows, cols,
                            threads, dsum, dx, dgamma, dbeta);
     else
         return 1;
