@@ -26,6 +26,7 @@ from twelve.model.dropout import dropout_add
 from twelve.model.inputs import ViLBERTInputs
 from twelve.model.model import MultiTaskViLBERT
 from twelve.model.residual_norm import ResidualNormMemory
+from twelve.model.reused_memory import Linear
 
 needs_kernels = pytest.mark.skipif(
     cpu_kernels.unavailable_reason() is not None,
@@ -87,6 +88,43 @@ def test_fused_equals_the_eager_ops_in_float32(p: float, shape: tuple[int, ...])
     assert torch.equal(fused[1] == 0, eager[1] == 0)
     if p > 0.0:
         assert (eager[1] == 0).any()
+
+
+@needs_kernels
+@pytest.mark.parametrize("p", [0.0, 0.1])
+@pytest.mark.parametrize("shape", [(2, 101, 64), (5, 33)])
+def test_the_kernel_adds_the_projection_bias_and_sums_its_gradient(
+    p: float, shape: tuple[int, ...]
+) -> None:
+    """`residual_output` (bias folded into the kernel) equals `norm(residual + dropout(dense(h)))`
+    with stock ops, gradients of the input, the dense layer, the residual and the norm too."""
+    torch.manual_seed(0)
+    width = shape[-1]
+    hidden, residual = torch.randn(*shape[:-1], 24), torch.randn(shape)
+    dense, norm = Linear(24, width), _norm(width)
+    with torch.no_grad():
+        dense.bias.normal_(0.0, 0.5)
+    results = []
+    for fused in (True, False):
+        h = hidden.clone().requires_grad_(True)
+        r = residual.clone().requires_grad_(True)
+        for module in (dense, norm):
+            module.zero_grad(set_to_none=True)
+        torch.manual_seed(11)
+        if fused:
+            out = residual_norm.residual_output(h, dense, r, norm, p, training=True)
+            inputs = [getattr(f, "variable", None) for f, _ in out.grad_fn.next_functions]
+            assert any(t is dense.bias for t in inputs)  # the kernel took the bias
+        else:
+            projected = F.linear(h, dense.weight, dense.bias)
+            out = norm(dropout_add(projected, r, p, training=True))
+        out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(5)))
+        grads = (h.grad, r.grad, dense.weight.grad, dense.bias.grad, norm.weight.grad)
+        results.append((out.detach(), *grads, norm.bias.grad))
+    for got, want in zip(*results, strict=True):
+        assert got is not None
+        assert want is not None
+        torch.testing.assert_close(got, want, atol=3e-5, rtol=1e-5)
 
 
 @needs_kernels

@@ -23,7 +23,7 @@ from twelve.model.packed_attention import (
     attend_packed,
     packed_attention_applies,
 )
-from twelve.model.residual_norm import ResidualNormMemory, residual_layer_norm
+from twelve.model.residual_norm import ResidualNormMemory, residual_output
 from twelve.model.reused_memory import GeluMemory, Linear, gelu
 
 
@@ -88,8 +88,8 @@ class ResidualOutput(nn.Module):
     def forward(self, hidden: Tensor, residual: Tensor) -> Tensor:
         """Project `hidden`, add `residual`, normalize."""
         dropout, training = self.dropout.p, self.training
-        return residual_layer_norm(
-            self.dense(hidden), residual, self.LayerNorm, dropout, training, self.norm_memory
+        return residual_output(
+            hidden, self.dense, residual, self.LayerNorm, dropout, training, self.norm_memory
         )
 
 
@@ -260,8 +260,9 @@ class BiOutput(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """Project each context back to its stream's width, add the residual, normalize."""
         training = self.training
-        vision_out = residual_layer_norm(
-            self.dense1(vision_context),
+        vision_out = residual_output(
+            vision_context,
+            self.dense1,
             vision,
             self.LayerNorm1,
             self.dropout1.p,
@@ -270,8 +271,9 @@ class BiOutput(nn.Module):
         )
         if text_context is None:
             return vision_out, None
-        text_out = residual_layer_norm(
-            self.dense2(text_context),
+        text_out = residual_output(
+            text_context,
+            self.dense2,
             text,
             self.LayerNorm2,
             self.dropout2.p,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +37,7 @@ from torch.autograd.function import once_differentiable
 
 from twelve.model import cpu_kernels
 from twelve.model.dropout import draw_seed, dropout_add, lane_rule
-from twelve.model.reused_memory import ReusedStorage
+from twelve.model.reused_memory import Linear, ReusedStorage, linear
 
 _KERNEL = "residual_norm"
 _TYPE_PAIRS = {
@@ -68,14 +69,17 @@ def residual_layer_norm(
     p: float,
     training: bool,
     memory: ResidualNormMemory | None = None,
+    x_bias: Tensor | None = None,
 ) -> Tensor:
-    """`norm(residual + dropout(x, p))` (dropout only when `training`); the fused kernel
-    writes into `memory` when given."""
-    library = _library_for(x, residual, norm)
+    """`norm(residual + dropout(x + x_bias, p))` (dropout only when `training`; no `x_bias`:
+    none); the fused kernel writes into `memory` when given."""
+    library = _library_for(x, residual, norm, x_bias)
     if library is None:
-        return norm(dropout_add(x, residual, p, training))
+        projected = x if x_bias is None else x + x_bias
+        return norm(dropout_add(projected, residual, p, training))
     return _ResidualNorm.apply(
         x,
+        x_bias,
         residual,
         norm.weight,
         norm.bias,
@@ -86,26 +90,79 @@ def residual_layer_norm(
     )
 
 
-def fused_applies(x: Tensor, residual: Tensor, norm: nn.LayerNorm) -> bool:
+def residual_output(
+    hidden: Tensor,
+    dense: Linear,
+    residual: Tensor,
+    norm: nn.LayerNorm,
+    p: float,
+    training: bool,
+    memory: ResidualNormMemory | None = None,
+) -> Tensor:
+    """`norm(residual + dropout(dense(hidden), p))`. In float32 training with the fused kernel,
+    the kernel adds the dense layer's bias and sums its gradient, so the GEMM neither copies
+    the bias into its output nor backward reads the gradient once more for it."""
+    bias = dense.bias
+    if (
+        bias is not None
+        and hidden.dtype == torch.float32
+        and not torch.is_autocast_enabled(hidden.device.type)
+        and _kernel_serves(
+            torch.float32,
+            (*hidden.shape[:-1], dense.out_features),
+            (hidden, dense.weight),
+            residual,
+            norm,
+            bias,
+        )
+        and _library() is not None
+    ):
+        projected = linear(hidden, dense.weight, None, dense.memory)
+        return residual_layer_norm(projected, residual, norm, p, training, memory, bias)
+    return residual_layer_norm(dense(hidden), residual, norm, p, training, memory)
+
+
+def fused_applies(
+    x: Tensor, residual: Tensor, norm: nn.LayerNorm, x_bias: Tensor | None = None
+) -> bool:
     """Whether the C kernel serves this call (CPU training in float32 or bf16 autocast,
-    eager) — given that it builds."""
+    eager; an `x_bias` in float32 only) — given that it builds."""
+    return _kernel_serves(x.dtype, x.shape, (x,), residual, norm, x_bias)
+
+
+def _kernel_serves(
+    x_dtype: torch.dtype,
+    x_shape: Sequence[int],
+    x_sources: tuple[Tensor, ...],
+    residual: Tensor,
+    norm: nn.LayerNorm,
+    x_bias: Tensor | None,
+) -> bool:
+    """`fused_applies` for an x of `x_dtype` and `x_shape` computed from `x_sources`."""
     weight, bias = norm.weight, norm.bias
+    if weight is None or bias is None:
+        return False
+    tensors = (*x_sources, residual, weight, bias) + (() if x_bias is None else (x_bias,))
     return (
         torch.is_grad_enabled()
         and not torch.compiler.is_compiling()
-        and weight is not None
-        and bias is not None
-        and any(t.requires_grad for t in (x, residual, weight, bias))
-        and all(t.device.type == "cpu" for t in (x, residual, weight, bias))
-        and (x.dtype, residual.dtype) in _TYPE_PAIRS
+        and any(t.requires_grad for t in tensors)
+        and all(t.device.type == "cpu" for t in tensors)
+        and (x_dtype, residual.dtype) in _TYPE_PAIRS
         and weight.dtype == bias.dtype == torch.float32
-        and x.shape == residual.shape
-        and tuple(norm.normalized_shape) == (x.shape[-1],)
+        and tuple(x_shape) == tuple(residual.shape)
+        and tuple(norm.normalized_shape) == (x_shape[-1],)
+        and (
+            x_bias is None
+            or (x_dtype == x_bias.dtype == torch.float32 and x_bias.shape == (x_shape[-1],))
+        )
     )
 
 
-def _library_for(x: Tensor, residual: Tensor, norm: nn.LayerNorm) -> ctypes.CDLL | None:
-    if not fused_applies(x, residual, norm):
+def _library_for(
+    x: Tensor, residual: Tensor, norm: nn.LayerNorm, x_bias: Tensor | None
+) -> ctypes.CDLL | None:
+    if not fused_applies(x, residual, norm, x_bias):
         return None
     return _library()
 
@@ -119,12 +176,13 @@ def _library() -> ctypes.CDLL | None:
     pointer, i32, i64, f32 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_float
     u64 = ctypes.c_uint64
     forward = library.twelve_residual_norm_forward
-    forward.argtypes = [pointer, i32, pointer, i32, i32, u64, i32, f32, pointer, pointer, f32]
+    forward.argtypes = [pointer, pointer, i32, pointer, i32, i32, u64, i32, f32, pointer, pointer]
+    forward.argtypes += [f32]
     forward.argtypes += [i64, i64, i32, pointer, pointer, pointer, pointer]
     forward.restype = ctypes.c_int
     backward = library.twelve_residual_norm_backward
     backward.argtypes = [pointer, pointer, i32, pointer, pointer, pointer, i32, u64, i32, f32]
-    backward.argtypes += [i64, i64, i32, i32, pointer, pointer, pointer, pointer]
+    backward.argtypes += [i64, i64, i32, i32, pointer, pointer, pointer, pointer, pointer]
     backward.restype = ctypes.c_int
     return library
 
@@ -139,6 +197,7 @@ class _ResidualNorm(torch.autograd.Function):
     def forward(
         ctx: Any,
         x: Tensor,
+        x_bias: Tensor | None,
         residual: Tensor,
         weight: Tensor,
         bias: Tensor,
@@ -152,6 +211,7 @@ class _ResidualNorm(torch.autograd.Function):
         stream = residual.dtype  # the sum, the output and their gradients
         cols = x.shape[-1]
         rows = x.numel() // cols if cols else 0
+        x_bias = torch.zeros(cols) if x_bias is None else x_bias.contiguous()
         seed = draw_seed() if p > 0.0 else 0
         keep_from, scale = lane_rule(p) if p > 0.0 else (0, 1.0)
         if stream == torch.bfloat16:  # the eager path's keep-scale tensor is bf16 then
@@ -164,6 +224,7 @@ class _ResidualNorm(torch.autograd.Function):
         if rows:
             status = library.twelve_residual_norm_forward(
                 x.data_ptr(),
+                x_bias.data_ptr(),
                 int(x.dtype == torch.bfloat16),
                 residual.data_ptr(),
                 int(stream == torch.bfloat16),
@@ -202,8 +263,8 @@ class _ResidualNorm(torch.autograd.Function):
         memory: ResidualNormMemory = ctx.memory
         grad_total = memory.total_grad.take(total.shape, total)
         grad_x = memory.x_grad.take(total.shape, total, ctx.x_dtype)
-        grad_weight = torch.zeros(threads, cols, dtype=torch.float32)
-        grad_bias = torch.zeros(threads, cols, dtype=torch.float32)
+        # Per-thread partial sums of the weight, bias and x_bias gradients.
+        partials = torch.zeros(3, threads, cols, dtype=torch.float32)
         if rows:
             status = ctx.library.twelve_residual_norm_backward(
                 grad.data_ptr(),
@@ -222,16 +283,19 @@ class _ResidualNorm(torch.autograd.Function):
                 int(ctx.x_dtype == torch.bfloat16),
                 grad_total.data_ptr(),
                 grad_x.data_ptr(),
-                grad_weight.data_ptr(),
-                grad_bias.data_ptr(),
+                partials[0].data_ptr(),
+                partials[1].data_ptr(),
+                partials[2].data_ptr(),
             )
             _checked(status, "backward")
         needed = ctx.needs_input_grad
+        grad_weight, grad_bias, grad_x_bias = partials.sum(1)
         return (
             grad_x if needed[0] else None,
-            grad_total if needed[1] else None,
-            grad_weight.sum(0) if needed[2] else None,
-            grad_bias.sum(0) if needed[3] else None,
+            grad_x_bias if needed[1] else None,
+            grad_total if needed[2] else None,
+            grad_weight if needed[3] else None,
+            grad_bias if needed[4] else None,
             None,
             None,
             None,

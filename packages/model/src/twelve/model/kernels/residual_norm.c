@@ -1,11 +1,12 @@
-/* LayerNorm(residual + dropout(x)) over rows, forward and backward, each in one pass.
+/* LayerNorm(residual + dropout(x + x_bias)) over rows, forward and backward, each in one pass.
  *
  * Compiled and loaded by twelve/model/cpu_kernels.py; called through ctypes from
  * twelve/model/residual_norm.py, which documents the numerics. Rows are split across
  * `threads` OpenMP threads (the runtime PyTorch itself loaded); every loop over a row is
  * vectorised. With `dropout`, an element is dropped when its lane of the mask seeded `seed`
  * (dropout_lanes.h, drawn here row by row) is below `keep_from`; without, every element is
- * kept. `x` is float32 or, with `x_is_bf16`, bfloat16 bits; with
+ * kept. `x` is float32 or, with `x_is_bf16`, bfloat16 bits; `x_bias` (float32, per column)
+ * is the bias of the projection that made `x`, added here instead of by its GEMM; with
  * `stream_is_bf16` so are the residual, the sum, the output and their gradients, each value
  * rounded to bfloat16 where the eager bfloat16 ops round it. Each (x, stream) type pair is
  * its own specialised loop nest (generated below), so every loop vectorises.
@@ -49,7 +50,8 @@ static inline float store_bf16(bf16 *p, int64_t i, float v) {
 }
 
 #define FORWARD(NAME, XT, XL, ST, SL, SS)                                                    \
-    static void NAME(const XT *x, const ST *res, int dropout, uint64_t seed, int32_t keep_from, \
+    static void NAME(const XT *x, const float *xb, const ST *res, int dropout, uint64_t seed,     \
+                     int32_t keep_from,                                                       \
                      float scale, const float *gamma, const float *beta, float eps,           \
                      int64_t rows, int64_t cols, int threads, ST *sum, ST *y, float *mean,    \
                      float *rstd) {                                                           \
@@ -63,13 +65,13 @@ static inline float store_bf16(bf16 *p, int64_t i, float v) {
                 const lane_t *lane = (const lane_t *)words + (o & 3);                         \
                 _Pragma("omp simd reduction(+:total)")                                        \
                 for (int64_t c = 0; c < cols; c++) {                                          \
-                    float kept = lane[c] >= keep_from ? XL(x, o + c) * scale : 0.0f;          \
+                    float kept = lane[c] >= keep_from ? (XL(x, o + c) + xb[c]) * scale : 0.0f; \
                     total += SS(sum, o + c, SL(res, o + c) + kept);                           \
                 }                                                                             \
             } else {                                                                          \
                 _Pragma("omp simd reduction(+:total)")                                        \
                 for (int64_t c = 0; c < cols; c++)                                            \
-                    total += SS(sum, o + c, SL(res, o + c) + XL(x, o + c));                   \
+                    total += SS(sum, o + c, SL(res, o + c) + (XL(x, o + c) + xb[c]));         \
             }                                                                                 \
             const float m = total / (float)cols;                                              \
             float squares = 0.0f;                                                             \
@@ -91,14 +93,16 @@ static inline float store_bf16(bf16 *p, int64_t i, float v) {
     static void NAME(const ST *dy, const ST *sum, const float *mean, const float *rstd,      \
                      const float *gamma, int dropout, uint64_t seed, int32_t keep_from, float scale, \
                      int64_t rows, int64_t cols, int threads, ST *dsum, XT *dx,               \
-                     float *dgamma, float *dbeta) {                                           \
+                     float *dgamma, float *dbeta, float *dxbias) {                                           \
         _Pragma("omp parallel num_threads(threads)")                                          \
         {                                                                                     \
             const int t = omp_get_thread_num();                                               \
             float *dg = dgamma + (int64_t)t * cols, *db = dbeta + (int64_t)t * cols;          \
+            float *dxb = dxbias + (int64_t)t * cols;                                          \
             for (int64_t c = 0; c < cols; c++) {                                              \
                 dg[c] = 0.0f;                                                                 \
                 db[c] = 0.0f;                                                                 \
+                dxb[c] = 0.0f;                                                                \
             }                                                                                 \
             _Pragma("omp for schedule(static)")                                               \
             for (int64_t r = 0; r < rows; r++) {                                              \
@@ -126,13 +130,13 @@ static inline float store_bf16(bf16 *p, int64_t i, float v) {
                         float xhat = (SL(sum, o + c) - m) * inv;                              \
                         float ds = SS(dsum, o + c,                                            \
                                       inv * (SL(dy, o + c) * gamma[c] - a - xhat * b));       \
-                        XS(dx, o + c, lane[c] >= keep_from ? ds * scale : 0.0f);              \
+                        dxb[c] += XS(dx, o + c, lane[c] >= keep_from ? ds * scale : 0.0f);    \
                     }                                                                         \
                 } else {                                                                      \
                     _Pragma("omp simd")                                                       \
                     for (int64_t c = 0; c < cols; c++) {                                      \
                         float xhat = (SL(sum, o + c) - m) * inv;                              \
-                        XS(dx, o + c, SS(dsum, o + c,                                         \
+                        dxb[c] += XS(dx, o + c, SS(dsum, o + c,                               \
                                          inv * (SL(dy, o + c) * gamma[c] - a - xhat * b)));   \
                     }                                                                         \
                 }                                                                             \
@@ -147,20 +151,21 @@ BACKWARD(backward_f32_f32, float, store_float, float, load_float, store_float)
 BACKWARD(backward_bf16_f32, bf16, store_bf16, float, load_float, store_float)
 BACKWARD(backward_bf16_bf16, bf16, store_bf16, bf16, load_bf16, store_bf16)
 
-/* Returns 0, or 1 for a type pair not built (a float32 x on a bfloat16 stream). */
+/* x_bias: float32, one per column, added to x before dropout (zeros for none). Returns 0, or
+ * 1 for a type pair not built (a float32 x on a bfloat16 stream). */
 int twelve_residual_norm_forward(
-    const void *x, int x_is_bf16, const void *residual, int stream_is_bf16,
+    const void *x, const float *x_bias, int x_is_bf16, const void *residual, int stream_is_bf16,
     int dropout, uint64_t seed, int32_t keep_from, float scale, const float *gamma,
     const float *beta, float eps, int64_t rows, int64_t cols, int threads,
     void *sum, void *y, float *mean, float *rstd) {
     if (!x_is_bf16 && !stream_is_bf16)
-        forward_f32_f32(x, residual, dropout, seed, keep_from, scale, gamma, beta, eps, rows, cols,
+        forward_f32_f32(x, x_bias, residual, dropout, seed, keep_from, scale, gamma, beta, eps, rows, cols,
                         threads, sum, y, mean, rstd);
     else if (x_is_bf16 && !stream_is_bf16)
-        forward_bf16_f32(x, residual, dropout, seed, keep_from, scale, gamma, beta, eps, rows, cols,
+        forward_bf16_f32(x, x_bias, residual, dropout, seed, keep_from, scale, gamma, beta, eps, rows, cols,
                          threads, sum, y, mean, rstd);
     else if (x_is_bf16 && stream_is_bf16)
-        forward_bf16_bf16(x, residual, dropout, seed, keep_from, scale, gamma, beta, eps, rows, cols,
+        forward_bf16_bf16(x, x_bias, residual, dropout, seed, keep_from, scale, gamma, beta, eps, rows, cols,
                           threads, sum, y, mean, rstd);
     else
         return 1;
@@ -168,21 +173,22 @@ int twelve_residual_norm_forward(
 }
 
 /* dsum: gradient of the pre-norm sum (the residual's); dx: of x (dropped, scaled, from the
- * stored dsum). dgamma/dbeta: one row of float32 partial sums per thread. */
+ * stored dsum). dgamma/dbeta/dx_bias: one row of float32 partial sums per thread (dx_bias:
+ * of dx, the gradient of x_bias). */
 int twelve_residual_norm_backward(
     const void *dy, const void *sum, int stream_is_bf16, const float *mean, const float *rstd,
     const float *gamma, int dropout, uint64_t seed, int32_t keep_from, float scale, int64_t rows,
     int64_t cols, int threads, int dx_is_bf16, void *dsum, void *dx, float *dgamma,
-    float *dbeta) {
+    float *dbeta, float *dx_bias) {
     if (!dx_is_bf16 && !stream_is_bf16)
         backward_f32_f32(dy, sum, mean, rstd, gamma, dropout, seed, keep_from, scale, rows, cols,
-                         threads, dsum, dx, dgamma, dbeta);
+                         threads, dsum, dx, dgamma, dbeta, dx_bias);
     else if (dx_is_bf16 && !stream_is_bf16)
         backward_bf16_f32(dy, sum, mean, rstd, gamma, dropout, seed, keep_from, scale, rows, cols,
-                          threads, dsum, dx, dgamma, dbeta);
+                          threads, dsum, dx, dgamma, dbeta, dx_bias);
     else if (dx_is_bf16 && stream_is_bf16)
         backward_bf16_bf16(dy, sum, mean, rstd, gamma, dropout, seed, keep_from, scale, rows, cols,
-                           threads, dsum, dx, dgamma, dbeta);
+                           threads, dsum, dx, dgamma, dbeta, dx_bias);
     else
         return 1;
     return 0;
