@@ -128,6 +128,37 @@ def test_packed_attention_matches_the_plain_computation(cross: bool) -> None:
         attend_packed((a,), (PackedProblem(0, 0, mask_a, 0.0),) * 2, heads)
 
 
+@pytest.mark.parametrize("cross", [False, True])
+def test_packed_attention_adds_the_projection_biases(cross: bool) -> None:
+    """Projections without their bias plus `biases` equal the biased projections, and the
+    biases get the summed gradients."""
+    torch.manual_seed(4)
+    heads = 2
+    a = torch.randn(3, 5, 3 * 8, requires_grad=True)
+    b = torch.randn(3, 7, 3 * 8, requires_grad=True)
+    bias_a = torch.randn(3 * 8, requires_grad=True)
+    bias_b = torch.randn(3 * 8, requires_grad=True)
+    mask_a = additive_mask(torch.tensor([[1] * 5, [1, 1, 1, 0, 0], [1] * 5]), torch.float32)
+    mask_b = additive_mask(torch.ones(3, 7), torch.float32)
+    if cross:
+        problems = (PackedProblem(1, 0, mask_a, 0.0), PackedProblem(0, 1, mask_b, 0.0))
+        packed, biases = (a, b), (bias_a, bias_b)
+    else:
+        problems, packed, biases = (PackedProblem(0, 0, mask_a, 0.0),), (a,), (bias_a,)
+    outputs = attend_packed(packed, problems, heads, biases=biases)
+    expected = attend_packed(
+        tuple(p + q for p, q in zip(packed, biases, strict=True)), problems, heads
+    )
+    upstream = [torch.randn_like(o) for o in outputs]
+    leaves = (*packed, *biases)
+    grads = torch.autograd.grad(outputs, leaves, upstream)
+    expected_grads = torch.autograd.grad(expected, leaves, upstream)
+    for got, want in zip((*outputs, *grads), (*expected, *expected_grads), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="biases"):
+        attend_packed(packed, problems, heads, biases=(*biases, bias_a))
+
+
 def test_packed_attention_reuses_its_storage_only_when_free() -> None:
     torch.manual_seed(8)
     a = torch.randn(2, 6, 3 * 8, requires_grad=True)

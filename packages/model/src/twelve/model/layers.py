@@ -43,14 +43,14 @@ class SelfAttention(nn.Module):
         self, hidden: Tensor, mask: Tensor, need_weights: bool = False
     ) -> tuple[Tensor, Tensor | None]:
         """(B, L, W) states and (B, 1, 1, L) additive mask → (B, L, W) context, probabilities."""
-        projected = self.qkv(hidden)
         dropout = self.dropout if self.training else 0.0
-        if _fused_training(self.implementation, need_weights, dropout, projected):
+        qkv = self.qkv
+        if _fused_training(self.implementation, need_weights, dropout, hidden, qkv.weight):
             problem = PackedProblem(0, 0, mask, dropout)
-            return attend_packed((projected,), (problem,), self.heads, self.attention_memory)[
-                0
-            ], None
-        query, key, value = split_heads(projected, 3, self.heads)
+            packed = (qkv(hidden, with_bias=False),)
+            memory = self.attention_memory
+            return attend_packed(packed, (problem,), self.heads, memory, (qkv.bias,))[0], None
+        query, key, value = split_heads(qkv(hidden), 3, self.heads)
         return attend(
             query,
             key,
@@ -63,15 +63,16 @@ class SelfAttention(nn.Module):
 
 
 def _fused_training(
-    implementation: AttentionImplementation, need_weights: bool, dropout: float, *packed: Tensor
+    implementation: AttentionImplementation, need_weights: bool, dropout: float, *sources: Tensor
 ) -> bool:
     """Whether attention runs through `attend_packed`: the default implementation, CPU float32
-    training with attention dropout and no probabilities asked for."""
+    training with attention dropout and no probabilities asked for (`sources`: the inputs and
+    weights of the projections)."""
     return (
         implementation == "sdpa"
         and not need_weights
         and dropout > 0.0
-        and packed_attention_applies(*packed)
+        and packed_attention_applies(*sources)
     )
 
 
@@ -181,24 +182,31 @@ class BiAttention(nn.Module):
         """Return the region-side context (regions attend to text), the text-side context
         (text attends to regions; None without `need_text`) and, when asked, both
         probability maps."""
-        vision_projected, text_projected = self.vision_qkv(vision), self.text_qkv(text)
         training = self.training
         text_dropout = self.text_queries_dropout if training else 0.0
         vision_dropout = self.vision_queries_dropout if training else 0.0
+        vision_qkv, text_qkv = self.vision_qkv, self.text_qkv
         if _fused_training(
             self.implementation,
             need_weights,
             max(text_dropout, vision_dropout),
-            vision_projected,
-            text_projected,
+            vision,
+            vision_qkv.weight,
+            text,
+            text_qkv.weight,
         ):
             # Text queries first, as the explicit path below (same dropout draws).
             problems = (PackedProblem(1, 0, vision_mask, text_dropout),) if need_text else ()
             problems += (PackedProblem(0, 1, text_mask, vision_dropout),)
             contexts = attend_packed(
-                (vision_projected, text_projected), problems, self.heads, self.attention_memory
+                (vision_qkv(vision, with_bias=False), text_qkv(text, with_bias=False)),
+                problems,
+                self.heads,
+                self.attention_memory,
+                (vision_qkv.bias, text_qkv.bias),
             )
             return contexts[-1], contexts[0] if need_text else None, None, None
+        vision_projected, text_projected = vision_qkv(vision), text_qkv(text)
         v_query, v_key, v_value = split_heads(vision_projected, 3, self.heads)
         t_query, t_key, t_value = split_heads(text_projected, 3, self.heads)
         text_context: Tensor | None = None

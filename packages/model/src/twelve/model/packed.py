@@ -37,9 +37,10 @@ class PackedLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(total))
         self.memory = LinearMemory()
 
-    def forward(self, x: Tensor) -> Tensor:
-        """All parts at once: (…, in) → (…, parts·out), parts concatenated in order."""
-        return linear(x, self.weight, self.bias, self.memory)
+    def forward(self, x: Tensor, with_bias: bool = True) -> Tensor:
+        """All parts at once: (…, in) → (…, parts·out), parts concatenated in order; without
+        the bias when not `with_bias` (for a consumer that adds it itself)."""
+        return linear(x, self.weight, self.bias if with_bias else None, self.memory)
 
     def part_shape(self, suffix: str) -> tuple[int, ...]:
         """Shape of one part's `weight` or `bias` as stored in checkpoints."""

@@ -48,12 +48,13 @@ class PackedProblem:
     dropout: float
 
 
-def packed_attention_applies(*packed: Tensor) -> bool:
-    """Whether the fused function serves these projections: float32 CPU training, eager."""
+def packed_attention_applies(*tensors: Tensor) -> bool:
+    """Whether the fused function serves projections of (or computed from) `tensors`: float32
+    CPU training, eager."""
     return (
         torch.is_grad_enabled()
-        and all(p.device.type == "cpu" and p.dtype == torch.float32 for p in packed)
-        and any(p.requires_grad for p in packed)
+        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+        and any(t.requires_grad for t in tensors)
         and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()
     )
@@ -89,27 +90,46 @@ def attend_packed(
     problems: tuple[PackedProblem, ...],
     heads: int,
     memory: AttentionMemory | None = None,
+    biases: tuple[Tensor, ...] | None = None,
 ) -> tuple[Tensor, ...]:
     """The (B, Lq, H·D) context of every problem, computed from (B, L, 3·H·D) projections,
     writing into `memory` when given. Each part (query, key, value) of a projection may be
-    read by one problem at most."""
+    read by one problem at most. With `biases` (one (3·H·D,) bias per projection) the
+    projections come without their bias: it is added as each head operand is copied out, and
+    its gradient is the sum of the packed gradient."""
     readers = [(p.query_source, 0) for p in problems]
     readers += [(p.key_value_source, part) for p in problems for part in (1, 2)]
     if len(set(readers)) != len(readers):
         raise ValueError("a packed projection part is read by more than one attention")
     memory = AttentionMemory() if memory is None else memory
-    return _PackedAttention.apply(problems, heads, memory, *packed)
+    if biases is not None and len(biases) != len(packed):
+        raise ValueError(f"{len(biases)} biases for {len(packed)} packed projections")
+    return _PackedAttention.apply(problems, heads, memory, len(packed), *packed, *(biases or ()))
 
 
-def _head_major(part: Tensor, heads: int, out: Tensor, scale: float | None = None) -> Tensor:
-    """(B, L, H·D) strided part (times `scale`) → `out`, contiguous (B·H, L, D), in one pass."""
+def _head_major(
+    part: Tensor,
+    heads: int,
+    out: Tensor,
+    scale: float | None = None,
+    bias: Tensor | None = None,
+) -> Tensor:
+    """(B, L, H·D) strided part (plus `bias`, times `scale`) → `out`, contiguous (B·H, L, D),
+    in one pass."""
     batch, length, width = part.shape
     head_dim = width // heads
     source = part.reshape(batch, length, heads, head_dim).transpose(1, 2)
-    if scale is None:
-        out.view(batch, heads, length, head_dim).copy_(source)
+    target = out.view(batch, heads, length, head_dim)
+    if bias is not None:
+        by_head = bias.view(1, heads, 1, head_dim)
+        if scale is None:
+            torch.add(source, by_head, out=target)
+        else:  # (x + b)·s as b·s + s·x
+            torch.add(by_head * scale, source, alpha=scale, out=target)
+    elif scale is None:
+        target.copy_(source)
     else:
-        torch.mul(source, scale, out=out.view(batch, heads, length, head_dim))
+        torch.mul(source, scale, out=target)
     return out
 
 
@@ -137,9 +157,12 @@ class _PackedAttention(torch.autograd.Function):
         problems: tuple[PackedProblem, ...],
         heads: int,
         memory: AttentionMemory,
-        *packed: Tensor,
+        count: int,
+        *packed_and_biases: Tensor,
     ) -> tuple[Tensor, ...]:
         take = memory.take
+        packed = packed_and_biases[:count]
+        biases: tuple[Tensor | None, ...] = packed_and_biases[count:] or (None,) * count
         contexts = []
         saved: list[Tensor] = []
         for index, problem in enumerate(problems):
@@ -151,11 +174,27 @@ class _PackedAttention(torch.autograd.Function):
             query_shape = (batch * heads, queries, head_dim)
             key_shape = (batch * heads, keys, head_dim)
             score_shape = (batch * heads, queries, keys)
+            query_bias = biases[problem.query_source]
+            keyed_bias = biases[problem.key_value_source]
             query = _head_major(
-                _part(source, 0), heads, take((index, "query"), query_shape, source), scale
+                _part(source, 0),
+                heads,
+                take((index, "query"), query_shape, source),
+                scale,
+                None if query_bias is None else _part(query_bias, 0),
             )
-            key = _head_major(_part(keyed, 1), heads, take((index, "key"), key_shape, source))
-            value = _head_major(_part(keyed, 2), heads, take((index, "value"), key_shape, source))
+            key = _head_major(
+                _part(keyed, 1),
+                heads,
+                take((index, "key"), key_shape, source),
+                bias=None if keyed_bias is None else _part(keyed_bias, 1),
+            )
+            value = _head_major(
+                _part(keyed, 2),
+                heads,
+                take((index, "value"), key_shape, source),
+                bias=None if keyed_bias is None else _part(keyed_bias, 2),
+            )
             scores = take((index, "scores"), score_shape, source)
             torch.bmm(query, key.transpose(1, 2), out=scores)
             scores.view(batch, heads, queries, keys).add_(problem.mask.to(scores.dtype))
@@ -244,10 +283,18 @@ class _PackedAttention(torch.autograd.Function):
             for part, done in enumerate(parts):
                 if not done:
                     _part(grad, part).zero_()
-        needed = ctx.needs_input_grad[3:]
+        count = len(grads)
+        needed = ctx.needs_input_grad[4 : 4 + count]
+        bias_needed = ctx.needs_input_grad[4 + count :]
+        bias_grads = [
+            grad.view(-1, grad.shape[-1]).sum(0) if need else None
+            for grad, need in zip(grads, bias_needed, strict=False)
+        ]
         return (
             None,
             None,
             None,
+            None,
             *(g if need else None for g, need in zip(grads, needed, strict=True)),
+            *bias_grads,
         )
