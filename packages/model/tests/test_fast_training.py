@@ -86,6 +86,33 @@ def test_embedding_gradient_is_dense_and_skips_the_padding_row() -> None:
         ids = torch.tensor([[2, 2, 5, 0], [4, 4, 4, 8]])
 
 
+def test_embedding_gradient_rezeroes_only_what_it_can_trust() -> None:
+    """The next step zeroes only the rows the last one wrote — unless the gradient was changed
+    in place meanwhile, or the ids tensor was refilled; the gradient is right every time."""
+    torch.manual_seed(3)
+    table = Embedding(50, 4)
+    reference = torch.nn.Embedding(50, 4)
+    reference.load_state_dict(table.state_dict())
+    ids = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    addresses = set()
+    for step in range(5):
+        table.zero_grad(set_to_none=True)
+        reference.zero_grad(set_to_none=True)
+        upstream = torch.randn(2, 3, 4)
+        (table(ids) * upstream).sum().backward()
+        (reference(ids) * upstream).sum().backward()
+        grad = table.weight.grad
+        assert grad is not None
+        torch.testing.assert_close(grad, reference.weight.grad)
+        addresses.add(grad.data_ptr())
+        if step == 1:
+            grad.add_(1.0)  # every row nonzero: the next step must zero the whole table
+        del grad
+        ids[0, 0] = 10 + step  # the caller refills its ids tensor in place
+        ids[1] = torch.randint(0, 50, (3,))
+    assert len(addresses) == 1  # one storage throughout: rows re-zeroed, not a fresh table
+
+
 def _packed_reference(
     projected: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor, heads: int
 ) -> torch.Tensor:
@@ -306,5 +333,5 @@ def test_eval_frees_the_memory_kept_for_training(
         if isinstance(m, Linear)
         for storage in (m.memory.output, m.memory.input_grad, m.memory.weight_grad)
     )
-    assert model.bert.embeddings.word_embeddings.grad_storage._block is None
+    assert model.bert.embeddings.word_embeddings.grad_memory.storage._block is None
     assert all(storage._block is None for storage in other_storages)

@@ -268,13 +268,43 @@ class Linear(nn.Linear):
         return linear(x, self.weight, self.bias, self.memory)
 
 
+@dataclass
+class EmbeddingGradMemory:
+    """What an embedding keeps between steps: its gradient's storage and which rows the last
+    backward wrote, so the next one zeroes only those — while the storage is the same block,
+    untouched since (its version counter, shared by every alias of the block, unchanged)."""
+
+    storage: ReusedStorage = field(default_factory=ReusedStorage)
+    written_rows: Tensor | None = None
+    written_at: tuple[int, int] = (0, -1)  # (data pointer, version) after the last write
+
+    def training_storages(self) -> tuple[ReusedStorage, ...]:
+        """The storage the training path writes."""
+        return (self.storage,)
+
+    def zeroed(self, shape: Sequence[int], like: Tensor) -> Tensor:
+        """The gradient storage, all zeros."""
+        target = self.storage.take(shape, like)
+        rows = self.written_rows
+        if rows is not None and (target.data_ptr(), target._version) == self.written_at:
+            target.index_fill_(0, rows, 0.0)
+        else:
+            target.zero_()
+        return target
+
+    def wrote(self, target: Tensor, rows: Tensor) -> None:
+        """Record that `rows` of `target` are the only nonzero ones."""
+        self.written_rows = rows.clone()  # the caller may refill its ids tensor
+        self.written_at = (target.data_ptr(), target._version)
+
+
 class _Embedding(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx: Any, ids: Tensor, weight: Tensor, padding_idx: int | None, storage: ReusedStorage
+        ctx: Any, ids: Tensor, weight: Tensor, padding_idx: int | None, memory: EmbeddingGradMemory
     ) -> Tensor:
         ctx.save_for_backward(ids)
-        ctx.storage = storage
+        ctx.memory = memory
         ctx.padding_idx = padding_idx
         ctx.weight = weight.detach()
         return F.embedding(ids, weight, padding_idx)
@@ -283,11 +313,13 @@ class _Embedding(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         (ids,) = ctx.saved_tensors
-        target = ctx.storage.take(ctx.weight.shape, ctx.weight)
-        target.zero_()
-        target.index_add_(0, ids.reshape(-1), grad.reshape(-1, target.shape[1]).to(target.dtype))
+        memory: EmbeddingGradMemory = ctx.memory
+        target = memory.zeroed(ctx.weight.shape, ctx.weight)
+        rows = ids.reshape(-1)
+        target.index_add_(0, rows, grad.reshape(-1, target.shape[1]).to(target.dtype))
         if ctx.padding_idx is not None:
             target[ctx.padding_idx] = 0.0
+        memory.wrote(target, rows)
         return None, target, None, None
 
 
@@ -347,13 +379,13 @@ class Embedding(nn.Embedding):
         _weight: Tensor | None = None,
     ) -> None:
         super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx, _weight=_weight)
-        self.grad_storage = ReusedStorage()
+        self.grad_memory = EmbeddingGradMemory()
 
     def forward(self, ids: Tensor) -> Tensor:
         """Rows of the table."""
         if self.max_norm is not None or not reuse_applies(self.weight, self.weight):
             return super().forward(ids)
-        return _Embedding.apply(ids, self.weight, self.padding_idx, self.grad_storage)
+        return _Embedding.apply(ids, self.weight, self.padding_idx, self.grad_memory)
 
 
 def release_training_memory(module: nn.Module) -> None:
