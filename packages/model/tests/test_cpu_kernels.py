@@ -20,7 +20,8 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812 (the universal torch idiom)
 
 import twelve.model.residual_norm as residual_norm
-from twelve.model import cpu_kernels
+from twelve.model import cpu_kernels, reused_memory
+from twelve.model import dropout as dropout_module
 from twelve.model.config import ViLBERTConfig
 from twelve.model.dropout import dropout_add
 from twelve.model.inputs import ViLBERTInputs
@@ -37,10 +38,16 @@ needs_kernels = pytest.mark.skipif(
 @pytest.fixture
 def fresh_loader() -> Iterator[None]:
     """Forget loaded kernels before and after the test (the loader caches per process)."""
-    for cached in (cpu_kernels.load, residual_norm._library):
+    caches = (
+        cpu_kernels.load,
+        residual_norm._library,
+        dropout_module._library,
+        reused_memory._widen_library,
+    )
+    for cached in caches:
         cached.cache_clear()
     yield
-    for cached in (cpu_kernels.load, residual_norm._library):
+    for cached in caches:
         cached.cache_clear()
 
 
@@ -327,3 +334,20 @@ def test_unavailable_kernels_fall_back_to_the_eager_ops(
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
     assert type(out.grad_fn).__name__ != "_ResidualNormBackward"
     assert reason in caplog.text
+
+
+@needs_kernels
+@pytest.mark.parametrize("count", [1, 15, 16, 1000, 4099])
+@pytest.mark.parametrize("offset", [0, 1, 5])
+def test_bf16_widening_equals_copy(count: int, offset: int) -> None:
+    """The streaming-store widening writes the bits `copy_` writes: specials, denormals, a
+    destination off the 64-byte boundary, sizes around the 16-element blocks."""
+    specials = torch.tensor(
+        [0.0, -0.0, float("inf"), float("-inf"), float("nan"), 1e-40, -1e-40, 3.0e38]
+    )
+    values = torch.cat([specials, torch.randn(count)])[:count].to(torch.bfloat16)
+    target = torch.full((count + offset,), 7.0)[offset:]
+    assert reused_memory._widen_library() is not None
+    reused_memory.widen_into(target, values)
+    expected = torch.empty(count).copy_(values)
+    assert torch.equal(target.view(torch.int32), expected.view(torch.int32))

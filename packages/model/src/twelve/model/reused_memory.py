@@ -39,6 +39,8 @@ optimizer step, `load_state_dict` or `.to()` makes a fresh cast. The values are 
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,6 +50,8 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F  # noqa: N812 (the universal torch idiom)
+
+from twelve.model import cpu_kernels
 
 _use_count = getattr(torch._C, "_storage_Use_Count", None)
 
@@ -223,12 +227,43 @@ class _Linear(torch.autograd.Function):
             grad_weight = storage.take(weight.shape, weight)
             torch.mm(rows.t(), x.reshape(-1, x.shape[-1]), out=grad_weight)
             if cast_weight:
-                grad_weight = memory.weight_grad.take(weight.shape, weight, ctx.weight_dtype).copy_(
-                    grad_weight
+                grad_weight = widen_into(
+                    memory.weight_grad.take(weight.shape, weight, ctx.weight_dtype), grad_weight
                 )
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = rows.sum(0).to(ctx.weight_dtype)
         return grad_x, grad_weight, grad_bias, None, None
+
+
+def widen_into(target: Tensor, source: Tensor) -> Tensor:
+    """`target.copy_(source)` for a bfloat16 `source` and a float32 `target` (a weight
+    gradient only the optimizer reads next), by the streaming-store kernel when it is built."""
+    library = _widen_library()
+    if (
+        library is None
+        or source.dtype != torch.bfloat16
+        or target.dtype != torch.float32
+        or target.shape != source.shape
+        or not (source.is_contiguous() and target.is_contiguous())
+        or source.device.type != "cpu"
+        or target.device.type != "cpu"
+    ):
+        return target.copy_(source)
+    library.twelve_widen_bf16(
+        source.data_ptr(), target.data_ptr(), target.numel(), torch.get_num_threads()
+    )
+    return target
+
+
+@functools.cache
+def _widen_library() -> ctypes.CDLL | None:
+    """The widening kernel with its signature, or None (see `cpu_kernels.load`)."""
+    library = cpu_kernels.load("bf16_widen")
+    if library is not None:
+        pointer = ctypes.c_void_p
+        library.twelve_widen_bf16.argtypes = [pointer, pointer, ctypes.c_int64, ctypes.c_int]
+        library.twelve_widen_bf16.restype = None
+    return library
 
 
 def cast_copies_apply(x: Tensor, weight: Tensor) -> bool:
