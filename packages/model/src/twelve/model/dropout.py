@@ -6,9 +6,10 @@ element is kept when a uniform 16-bit lane is at least round(p·65536), so the d
 is p quantised to 1/65536 (0.1 → 0.1000061) and kept values are scaled by 1/(1 − p_q) — an
 unbiased dropout. The lanes are 64-bit words of a counter-based SplitMix64 split in four (word
 k is SplitMix64's output function of seed + (k + 1)·γ, `kernels/dropout_lanes.h`): any word can
-be computed on its own, so the C kernels draw a mask on every thread (~0.1 ns per element on
-two cores) and the fused residual norm draws its lanes row by row where it uses them, never
-storing them. Without the kernels numpy computes the same words (~1 ns per element). One draw
+be computed on its own, so the C kernels draw a mask on every thread (~0.2 ns per element for
+a float keep-scale mask on two cores) and the fused residual norm draws its lanes row by row
+where it uses them, never storing them. Without the kernels numpy computes the same words
+(~1.4 ns per lane, ~2 ns per element of a keep-scale mask; `bernoulli_` takes ~8). One draw
 from torch's default CPU generator seeds each mask, so `torch.manual_seed` makes runs
 reproducible. The 0/1 mask is written straight into a float tensor and scaled: a mask as
 `bool` times a float scalar costs several times more. On other devices and inside
