@@ -1,11 +1,12 @@
 """The package's C kernels for the CPU: compiled on first use, cached, loaded with ctypes.
 
-The kernels (`kernels/*.c`) are plain C with OpenMP: no PyTorch headers, so they compile in
-about a second with the system C compiler (`$CC`, else `cc` or `gcc`) and load into the OpenMP
-runtime PyTorch already loaded. A build is cached under `$TWELVE_KERNEL_CACHE`, else
-`$XDG_CACHE_HOME/twelve/kernels` (`~/.cache/twelve/kernels`), in a file named by a hash of the
-source (with the folder's headers), the compiler, the flags and the CPU, written to a temporary name and renamed, so
-concurrent processes never load a half-written library.
+The kernels (`kernels/*.c`, sharing `kernels/*.h`) are plain C with OpenMP: no PyTorch headers,
+so they compile in about a second with the system C compiler (`$CC`, else `cc` or `gcc`) and
+load into the OpenMP runtime PyTorch already loaded. A build is cached under
+`$TWELVE_KERNEL_CACHE`, else `$XDG_CACHE_HOME/twelve/kernels` (`~/.cache/twelve/kernels`), in a
+file named by a hash of the source (with the folder's headers), the compiler, the flags and the
+CPU, written to a temporary name and renamed, so concurrent processes never load a half-written
+library.
 
 Nothing here is required: without a compiler, on a platform other than Linux, with a PyTorch
 whose parallel backend is not OpenMP, or with `TWELVE_CPU_KERNELS=0`, `load` returns None (the

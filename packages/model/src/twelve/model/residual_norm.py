@@ -14,16 +14,16 @@ gradient in the same passes, so the projection runs as a plain GEMM (no bias cop
 output, no separate pass for the bias gradient).
 
 Numerics: the masks are `twelve.model.dropout`'s (the same draws as the eager path for the same
-seed); the sum is exactly the eager one; mean and variance are two-pass float32 sums over a
-row, so the output differs from `nn.LayerNorm`'s by float rounding (~1e-6). A bfloat16 `x` (the
+seed); the sum is exactly the eager one; mean and variance are two-pass float32 sums over a row,
+so the output differs from `nn.LayerNorm`'s by float rounding (~1e-6). A bfloat16 `x` (the
 projection under CPU autocast) is widened exactly and its gradient rounded to bfloat16 as
-autocast's cast back would. Under autocast the vision stream is itself bf16 (its embedding
-norm sees bf16 input): then the sum, the output and their gradients are bf16, rounded where
-the eager bf16 ops round them, and the weight and bias gradients are float32 sums (ATen's
-eager bf16 LayerNorm backward rounds those at bf16 resolution). The weight and bias gradients are summed per thread, then across
-threads, so a fixed thread count gives the same bits run to run. Backward is
-once-differentiable. Used for CPU training (gradients on, eager) when `cpu_kernels` can build
-the kernel; everywhere else, and with `TWELVE_CPU_KERNELS=0`, the eager ops run.
+autocast's cast back would. Under autocast the vision stream is itself bf16 (its embedding norm
+sees bf16 input): then the sum, the output and their gradients are bf16, rounded where the eager
+bf16 ops round them, and the weight and bias gradients are float32 sums (ATen's eager bf16
+LayerNorm backward rounds those at bf16 resolution). The weight and bias gradients are summed
+per thread, then across threads, so a fixed thread count gives the same bits run to run.
+Backward is once-differentiable. Used for CPU training (gradients on, eager) when `cpu_kernels`
+can build the kernel; everywhere else, and with `TWELVE_CPU_KERNELS=0`, the eager ops run.
 """
 
 from __future__ import annotations

@@ -49,99 +49,99 @@ static inline float store_bf16(bf16 *p, int64_t i, float v) {
     return bf16_to_float(b);
 }
 
-#define FORWARD(NAME, XT, XL, ST, SL, SS)                                                    \
-    static void NAME(const XT *x, const float *xb, const ST *res, int dropout, uint64_t seed,     \
-                     int32_t keep_from,                                                       \
-                     float scale, const float *gamma, const float *beta, float eps,           \
-                     int64_t rows, int64_t cols, int threads, ST *sum, ST *y, float *mean,    \
-                     float *rstd) {                                                           \
-        _Pragma("omp parallel for schedule(static) num_threads(threads)")                    \
-        for (int64_t r = 0; r < rows; r++) {                                                  \
-            const int64_t o = r * cols;                                                       \
-            float total = 0.0f;                                                               \
-            if (dropout) {                                                                    \
-                uint64_t words[cols / 4 + 2];                                                 \
-                lane_words(seed, o >> 2, lane_word_count(o, cols), words);                    \
-                const lane_t *lane = (const lane_t *)words + (o & 3);                         \
-                _Pragma("omp simd reduction(+:total)")                                        \
-                for (int64_t c = 0; c < cols; c++) {                                          \
+#define FORWARD(NAME, XT, XL, ST, SL, SS)                                                      \
+    static void NAME(const XT *x, const float *xb, const ST *res, int dropout, uint64_t seed,  \
+                     int32_t keep_from,                                                        \
+                     float scale, const float *gamma, const float *beta, float eps,            \
+                     int64_t rows, int64_t cols, int threads, ST *sum, ST *y, float *mean,     \
+                     float *rstd) {                                                            \
+        _Pragma("omp parallel for schedule(static) num_threads(threads)")                      \
+        for (int64_t r = 0; r < rows; r++) {                                                   \
+            const int64_t o = r * cols;                                                        \
+            float total = 0.0f;                                                                \
+            if (dropout) {                                                                     \
+                uint64_t words[cols / 4 + 2];                                                  \
+                lane_words(seed, o >> 2, lane_word_count(o, cols), words);                     \
+                const lane_t *lane = (const lane_t *)words + (o & 3);                          \
+                _Pragma("omp simd reduction(+:total)")                                         \
+                for (int64_t c = 0; c < cols; c++) {                                           \
                     float kept = lane[c] >= keep_from ? (XL(x, o + c) + xb[c]) * scale : 0.0f; \
-                    total += SS(sum, o + c, SL(res, o + c) + kept);                           \
-                }                                                                             \
-            } else {                                                                          \
-                _Pragma("omp simd reduction(+:total)")                                        \
-                for (int64_t c = 0; c < cols; c++)                                            \
-                    total += SS(sum, o + c, SL(res, o + c) + (XL(x, o + c) + xb[c]));         \
-            }                                                                                 \
-            const float m = total / (float)cols;                                              \
-            float squares = 0.0f;                                                             \
-            _Pragma("omp simd reduction(+:squares)")                                          \
-            for (int64_t c = 0; c < cols; c++) {                                              \
-                float d = SL(sum, o + c) - m;                                                 \
-                squares += d * d;                                                             \
-            }                                                                                 \
-            const float inv = 1.0f / sqrtf(squares / (float)cols + eps);                      \
-            _Pragma("omp simd")                                                               \
-            for (int64_t c = 0; c < cols; c++)                                                \
-                SS(y, o + c, (SL(sum, o + c) - m) * inv * gamma[c] + beta[c]);                \
-            mean[r] = m;                                                                      \
-            rstd[r] = inv;                                                                    \
-        }                                                                                     \
+                    total += SS(sum, o + c, SL(res, o + c) + kept);                            \
+                }                                                                              \
+            } else {                                                                           \
+                _Pragma("omp simd reduction(+:total)")                                         \
+                for (int64_t c = 0; c < cols; c++)                                             \
+                    total += SS(sum, o + c, SL(res, o + c) + (XL(x, o + c) + xb[c]));          \
+            }                                                                                  \
+            const float m = total / (float)cols;                                               \
+            float squares = 0.0f;                                                              \
+            _Pragma("omp simd reduction(+:squares)")                                           \
+            for (int64_t c = 0; c < cols; c++) {                                               \
+                float d = SL(sum, o + c) - m;                                                  \
+                squares += d * d;                                                              \
+            }                                                                                  \
+            const float inv = 1.0f / sqrtf(squares / (float)cols + eps);                       \
+            _Pragma("omp simd")                                                                \
+            for (int64_t c = 0; c < cols; c++)                                                 \
+                SS(y, o + c, (SL(sum, o + c) - m) * inv * gamma[c] + beta[c]);                 \
+            mean[r] = m;                                                                       \
+            rstd[r] = inv;                                                                     \
+        }                                                                                      \
     }
 
-#define BACKWARD(NAME, XT, XS, ST, SL, SS)                                                    \
-    static void NAME(const ST *dy, const ST *sum, const float *mean, const float *rstd,      \
+#define BACKWARD(NAME, XT, XS, ST, SL, SS)                                                     \
+    static void NAME(const ST *dy, const ST *sum, const float *mean, const float *rstd,        \
                      const float *gamma, int dropout, uint64_t seed, int32_t keep_from, float scale, \
-                     int64_t rows, int64_t cols, int threads, ST *dsum, XT *dx,               \
-                     float *dgamma, float *dbeta, float *dxbias) {                                           \
-        _Pragma("omp parallel num_threads(threads)")                                          \
-        {                                                                                     \
-            const int t = omp_get_thread_num();                                               \
-            float *dg = dgamma + (int64_t)t * cols, *db = dbeta + (int64_t)t * cols;          \
-            float *dxb = dxbias + (int64_t)t * cols;                                          \
-            for (int64_t c = 0; c < cols; c++) {                                              \
-                dg[c] = 0.0f;                                                                 \
-                db[c] = 0.0f;                                                                 \
-                dxb[c] = 0.0f;                                                                \
-            }                                                                                 \
-            _Pragma("omp for schedule(static)")                                               \
-            for (int64_t r = 0; r < rows; r++) {                                              \
-                const int64_t o = r * cols;                                                   \
-                const float m = mean[r], inv = rstd[r];                                       \
-                float a = 0.0f, b = 0.0f;                                                     \
-                _Pragma("omp simd reduction(+:a, b)")                                         \
-                for (int64_t c = 0; c < cols; c++) {                                          \
-                    float g = SL(dy, o + c);                                                  \
-                    float xhat = (SL(sum, o + c) - m) * inv;                                  \
-                    float gg = g * gamma[c];                                                  \
-                    a += gg;                                                                  \
-                    b += gg * xhat;                                                           \
-                    dg[c] += g * xhat;                                                        \
-                    db[c] += g;                                                               \
-                }                                                                             \
-                a /= (float)cols;                                                             \
-                b /= (float)cols;                                                             \
-                if (dropout) {                                                                \
-                    uint64_t words[cols / 4 + 2];                                             \
-                    lane_words(seed, o >> 2, lane_word_count(o, cols), words);                \
-                    const lane_t *lane = (const lane_t *)words + (o & 3);                     \
-                    _Pragma("omp simd")                                                       \
-                    for (int64_t c = 0; c < cols; c++) {                                      \
-                        float xhat = (SL(sum, o + c) - m) * inv;                              \
-                        float ds = SS(dsum, o + c,                                            \
-                                      inv * (SL(dy, o + c) * gamma[c] - a - xhat * b));       \
-                        dxb[c] += XS(dx, o + c, lane[c] >= keep_from ? ds * scale : 0.0f);    \
-                    }                                                                         \
-                } else {                                                                      \
-                    _Pragma("omp simd")                                                       \
-                    for (int64_t c = 0; c < cols; c++) {                                      \
-                        float xhat = (SL(sum, o + c) - m) * inv;                              \
-                        dxb[c] += XS(dx, o + c, SS(dsum, o + c,                               \
-                                         inv * (SL(dy, o + c) * gamma[c] - a - xhat * b)));   \
-                    }                                                                         \
-                }                                                                             \
-            }                                                                                 \
-        }                                                                                     \
+                     int64_t rows, int64_t cols, int threads, ST *dsum, XT *dx,                \
+                     float *dgamma, float *dbeta, float *dxbias) {                             \
+        _Pragma("omp parallel num_threads(threads)")                                           \
+        {                                                                                      \
+            const int t = omp_get_thread_num();                                                \
+            float *dg = dgamma + (int64_t)t * cols, *db = dbeta + (int64_t)t * cols;           \
+            float *dxb = dxbias + (int64_t)t * cols;                                           \
+            for (int64_t c = 0; c < cols; c++) {                                               \
+                dg[c] = 0.0f;                                                                  \
+                db[c] = 0.0f;                                                                  \
+                dxb[c] = 0.0f;                                                                 \
+            }                                                                                  \
+            _Pragma("omp for schedule(static)")                                                \
+            for (int64_t r = 0; r < rows; r++) {                                               \
+                const int64_t o = r * cols;                                                    \
+                const float m = mean[r], inv = rstd[r];                                        \
+                float a = 0.0f, b = 0.0f;                                                      \
+                _Pragma("omp simd reduction(+:a, b)")                                          \
+                for (int64_t c = 0; c < cols; c++) {                                           \
+                    float g = SL(dy, o + c);                                                   \
+                    float xhat = (SL(sum, o + c) - m) * inv;                                   \
+                    float gg = g * gamma[c];                                                   \
+                    a += gg;                                                                   \
+                    b += gg * xhat;                                                            \
+                    dg[c] += g * xhat;                                                         \
+                    db[c] += g;                                                                \
+                }                                                                              \
+                a /= (float)cols;                                                              \
+                b /= (float)cols;                                                              \
+                if (dropout) {                                                                 \
+                    uint64_t words[cols / 4 + 2];                                              \
+                    lane_words(seed, o >> 2, lane_word_count(o, cols), words);                 \
+                    const lane_t *lane = (const lane_t *)words + (o & 3);                      \
+                    _Pragma("omp simd")                                                        \
+                    for (int64_t c = 0; c < cols; c++) {                                       \
+                        float xhat = (SL(sum, o + c) - m) * inv;                               \
+                        float ds = SS(dsum, o + c,                                             \
+                                      inv * (SL(dy, o + c) * gamma[c] - a - xhat * b));        \
+                        dxb[c] += XS(dx, o + c, lane[c] >= keep_from ? ds * scale : 0.0f);     \
+                    }                                                                          \
+                } else {                                                                       \
+                    _Pragma("omp simd")                                                        \
+                    for (int64_t c = 0; c < cols; c++) {                                       \
+                        float xhat = (SL(sum, o + c) - m) * inv;                               \
+                        dxb[c] += XS(dx, o + c, SS(dsum, o + c,                                \
+                                         inv * (SL(dy, o + c) * gamma[c] - a - xhat * b)));    \
+                    }                                                                          \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
     }
 
 FORWARD(forward_f32_f32, float, load_float, float, load_float, store_float)
