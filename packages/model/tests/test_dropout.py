@@ -124,6 +124,7 @@ def test_lane_words_are_splitmix64(kernels: bool, monkeypatch: pytest.MonkeyPatc
     for seed in (0, 12345, 2**63 - 2):
         words = lane_words(seed, 1003).numpy().view(np.uint64).tolist()
         assert words == _splitmix64(seed, 1003)
+    assert lane_words(5, 0).numel() == random_lanes(0).numel() == 0
     lanes = random_lanes(10, seed=99)
     word = _splitmix64(99, 1)[0]
     expected = [(word >> (16 * i)) & 0xFFFF for i in range(4)]

@@ -49,10 +49,11 @@ def draw_seed() -> int:
 def lane_words(seed: int, count: int) -> Tensor:
     """The first `count` words (int64 bits) of the mask seeded `seed`."""
     library = _library()
+    if count == 0:
+        return torch.empty(0, dtype=torch.int64)
     if library is not None:
         words = torch.empty(count, dtype=torch.int64)
-        if count:
-            library.twelve_dropout_words(seed, words.data_ptr(), count, torch.get_num_threads())
+        library.twelve_dropout_words(seed, words.data_ptr(), count, torch.get_num_threads())
         return words
     with np.errstate(over="ignore"):
         z = np.arange(1, count + 1, dtype=np.uint64) * _GAMMA + np.uint64(seed)
