@@ -23,11 +23,10 @@ void twelve_keep_scale(uint64_t seed, int32_t keep_from, float factor, float *ou
     const int64_t blocks = (count + BLOCK - 1) / BLOCK;
     _Pragma("omp parallel for schedule(static) num_threads(threads)")
     for (int64_t b = 0; b < blocks; b++) {
-        uint64_t words[BLOCK / 4];
+        uint64_t words[BLOCK / 4 + 2];
         const int64_t start = b * BLOCK;
         const int64_t n = count - start < BLOCK ? count - start : BLOCK;
-        lane_words(seed, start / 4, (n + 3) / 4, words);
-        const lane_t *lane = (const lane_t *)words;
+        const lane_t *lane = lanes_from(seed, start, n, words);
         float *o = out + start;
         _Pragma("omp simd")
         for (int64_t i = 0; i < n; i++) o[i] = lane[i] >= keep_from ? factor : 0.0f;

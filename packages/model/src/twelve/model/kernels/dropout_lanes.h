@@ -32,9 +32,13 @@ static inline void lane_words(uint64_t seed, int64_t first, int64_t count, uint6
     for (int64_t i = 0; i < count; i++) out[i] = lane_word(seed, first + i);
 }
 
-/* Number of words holding lanes first … first + count − 1 (count > 0). */
-static inline int64_t lane_word_count(int64_t first, int64_t count) {
-    return ((first + count - 1) >> 2) - (first >> 2) + 1;
+/* Lanes first … first + count − 1 (count > 0), drawn into `words` (room for count / 4 + 2
+ * words): a pointer to lane `first`. */
+static inline const lane_t *lanes_from(uint64_t seed, int64_t first, int64_t count,
+                                       uint64_t *words) {
+    const int64_t word_count = ((first + count - 1) >> 2) - (first >> 2) + 1;
+    lane_words(seed, first >> 2, word_count, words);
+    return (const lane_t *)words + (first & 3);
 }
 
 #endif

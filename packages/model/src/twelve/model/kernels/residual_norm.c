@@ -61,8 +61,7 @@ static inline float store_bf16(bf16 *p, int64_t i, float v) {
             float total = 0.0f;                                                                \
             if (dropout) {                                                                     \
                 uint64_t words[cols / 4 + 2];                                                  \
-                lane_words(seed, o >> 2, lane_word_count(o, cols), words);                     \
-                const lane_t *lane = (const lane_t *)words + (o & 3);                          \
+                const lane_t *lane = lanes_from(seed, o, cols, words);                         \
                 _Pragma("omp simd reduction(+:total)")                                         \
                 for (int64_t c = 0; c < cols; c++) {                                           \
                     float kept = lane[c] >= keep_from ? (XL(x, o + c) + xb[c]) * scale : 0.0f; \
@@ -123,8 +122,7 @@ static inline float store_bf16(bf16 *p, int64_t i, float v) {
                 b /= (float)cols;                                                              \
                 if (dropout) {                                                                 \
                     uint64_t words[cols / 4 + 2];                                              \
-                    lane_words(seed, o >> 2, lane_word_count(o, cols), words);                 \
-                    const lane_t *lane = (const lane_t *)words + (o & 3);                      \
+                    const lane_t *lane = lanes_from(seed, o, cols, words);                     \
                     _Pragma("omp simd")                                                        \
                     for (int64_t c = 0; c < cols; c++) {                                       \
                         float xhat = (SL(sum, o + c) - m) * inv;                               \
