@@ -30,6 +30,42 @@ def _grads(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
 
 
+@pytest.mark.skipif(
+    reused_memory._use_count is None, reason="this torch cannot count storage references"
+)
+def test_reused_storage_hands_out_its_block_only_while_nobody_holds_it() -> None:
+    storage = reused_memory.ReusedStorage()
+    like = torch.zeros(1)
+    first = storage.take((2, 3), like)
+    assert first.shape == (2, 3)
+    assert first.is_contiguous()
+    second = storage.take((2, 3), like)  # `first` is still referred to: a new block, kept
+    assert second.data_ptr() != first.data_ptr()
+    block = second.data_ptr()
+    del first, second
+    assert storage.take((2, 3), like).data_ptr() == block  # free again: handed out again
+    kept = storage.take((2, 3), like)
+    assert storage.take((2, 3), like).data_ptr() != block  # held by `kept`: not handed out
+    block = storage.take((2, 3), like).data_ptr()
+    del kept
+    smaller = storage.take((5,), like)  # a smaller shape reuses the block
+    assert smaller.shape == (5,)
+    assert smaller.data_ptr() == block
+    smaller.fill_(7.0)
+    del smaller
+    assert storage.take((2, 3), like).data_ptr() == block  # and back
+    larger = storage.take((4, 4), like)  # a larger one grows it
+    assert larger.shape == (4, 4)
+    assert larger.numel() == 16
+    block = larger.data_ptr()
+    del larger
+    assert storage.take((4, 4), like).data_ptr() == block
+    assert storage.take((4, 4), like, torch.float64).dtype == torch.float64  # dtype: new block
+    storage.release()
+    assert storage._block is None
+    assert storage._view is None
+
+
 def test_linear_reuses_its_gradient_storage_only_when_free() -> None:
     torch.manual_seed(0)
     layer = Linear(6, 5)

@@ -80,6 +80,20 @@ def residual_layer_norm(
     if library is None:
         projected = x if x_bias is None else x + x_bias
         return norm(dropout_add(projected, residual, p, training))
+    return _fused(x, x_bias, residual, norm, p, training, memory, library)
+
+
+def _fused(
+    x: Tensor,
+    x_bias: Tensor | None,
+    residual: Tensor,
+    norm: nn.LayerNorm,
+    p: float,
+    training: bool,
+    memory: ResidualNormMemory | None,
+    library: ctypes.CDLL,
+) -> Tensor:
+    """`residual_layer_norm` by the kernel (the caller checked that it serves the call)."""
     return _ResidualNorm.apply(
         x,
         x_bias,
@@ -106,8 +120,9 @@ def residual_output(
     the kernel adds the dense layer's bias and sums its gradient, so the GEMM neither copies
     the bias into its output nor backward reads the gradient once more for it."""
     bias = dense.bias
-    if (
-        bias is not None
+    library = (
+        _library()
+        if bias is not None
         and hidden.dtype == torch.float32
         and not torch.is_autocast_enabled(hidden.device.type)
         and _kernel_serves(
@@ -118,10 +133,11 @@ def residual_output(
             norm,
             bias,
         )
-        and _library() is not None
-    ):
+        else None
+    )
+    if library is not None:
         projected = linear(hidden, dense.weight, None, dense.memory)
-        return residual_layer_norm(projected, residual, norm, p, training, memory, bias)
+        return _fused(projected, bias, residual, norm, p, training, memory, library)
     return residual_layer_norm(dense(hidden), residual, norm, p, training, memory)
 
 

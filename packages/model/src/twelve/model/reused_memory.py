@@ -60,36 +60,49 @@ class ReusedStorage:
     """Memory for one tensor per step: handed out again only while nobody else refers to it.
 
     Keeps one flat block, grown when a larger tensor is asked for, so changing batch shapes
-    reuse it too."""
+    reuse it too, and its view for the last shape asked for, so the common call (same shape
+    as last step) costs one `detach` (~1 µs; a 12in1-base step makes ~1,200 calls)."""
 
     def __init__(self) -> None:
         self._block: Tensor | None = None
-        self._free_count = 0
+        self._view: Tensor | None = None  # the block viewed as `_shape`
+        self._shape: tuple[int, ...] = ()
+        self._storage_address = 0  # the block's StorageImpl, for its use count
+        self._free_count = 0  # the use count while only this object refers to the block
 
     def take(self, shape: Sequence[int], like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
         """A contiguous tensor of `shape` on `like`'s device, of `dtype` (default `like`'s;
         contents undefined): the kept block when it is free and large enough, else a new one
         (kept from then on)."""
-        count = math.prod(shape)
         dtype = like.dtype if dtype is None else dtype
         block = self._block
         if (
-            block is None
-            or _use_count is None
-            or block.numel() < count
-            or block.dtype != dtype
-            or block.device != like.device
-            or _use_count(block.untyped_storage()._cdata) != self._free_count
+            block is not None
+            and _use_count is not None
+            and _use_count(self._storage_address) == self._free_count
+            and block.dtype == dtype
+            and block.device == like.device
         ):
-            block = torch.empty(count, dtype=dtype, device=like.device)
-            if _use_count is not None:
-                self._block = block
-                self._free_count = _use_count(block.untyped_storage()._cdata)
-        return block[:count].view(*shape).detach()
+            if shape == self._shape:
+                assert self._view is not None
+                return self._view.detach()
+            count = math.prod(shape)
+            if block.numel() >= count:
+                # Replacing the view keeps the use count: one view of ours for another.
+                self._view, self._shape = block[:count].view(*shape), tuple(shape)
+                return self._view.detach()
+        block = torch.empty(math.prod(shape), dtype=dtype, device=like.device)
+        view = block.view(*shape)
+        if _use_count is not None:
+            self._block, self._view, self._shape = block, view, tuple(shape)
+            self._storage_address = block.untyped_storage()._cdata
+            self._free_count = _use_count(self._storage_address)
+        return view.detach()
 
     def release(self) -> None:
         """Drop the kept block (it is freed once no tensor refers to it)."""
-        self._block = None
+        self._block = self._view = None
+        self._shape = ()
 
 
 class CastCopies:
