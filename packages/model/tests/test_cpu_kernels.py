@@ -8,6 +8,7 @@ why) whenever the kernel cannot be used.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812 (the universal torch idiom)
 
 import twelve.model.residual_norm as residual_norm
-from twelve.model import cpu_kernels, reused_memory
+from twelve.model import cpu_kernels, layers, reused_memory
 from twelve.model import dropout as dropout_module
 from twelve.model.config import ViLBERTConfig
 from twelve.model.dropout import dropout_add
@@ -235,16 +236,26 @@ def test_model_training_step_with_the_kernel_equals_the_eager_step(
     randomized(model, std=0.1)
     inputs = make_inputs(tiny_config)
 
+    kernel_calls = []
+    real_apply = residual_norm._ResidualNorm.apply
+
+    def counted_apply(*args: object) -> torch.Tensor:
+        kernel_calls.append(1)
+        return real_apply(*args)
+
     def step(fused: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         model.zero_grad(set_to_none=True)
         torch.manual_seed(7)
-        library = residual_norm._library_for if fused else (lambda *_args: None)
+        kernel_calls.clear()
+        library = residual_norm._library if fused else (lambda: None)
         with (
-            mock.patch.object(residual_norm, "_library_for", library),
+            mock.patch.object(residual_norm, "_library", library),
+            mock.patch.object(residual_norm._ResidualNorm, "apply", counted_apply),
             torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16),
         ):
             logits = model.train()(inputs, "vqa").logits.float()
             F.binary_cross_entropy_with_logits(logits, torch.rand_like(logits)).backward()
+        assert bool(kernel_calls) == fused  # the eager step really ran no kernel
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         return logits.detach(), grads
 
@@ -351,3 +362,69 @@ def test_bf16_widening_equals_copy(count: int, offset: int) -> None:
     reused_memory.widen_into(target, values)
     expected = torch.empty(count).copy_(values)
     assert torch.equal(target.view(torch.int32), expected.view(torch.int32))
+
+
+def _transformer_layer(seed: int) -> layers.TransformerLayer:
+    torch.manual_seed(seed)
+    layer = layers.TransformerLayer(16, 2, 24, attn_dropout=0.1, dropout=0.1, eps=1e-12)
+    with torch.no_grad():
+        for name, parameter in layer.named_parameters():
+            parameter.normal_(1.0 if "LayerNorm.weight" in name else 0.0, 0.1)
+    return layer
+
+
+def _layer_step(
+    layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor, handoffs: bool
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[str]]:
+    """One seeded forward + backward of a TransformerLayer: its output, the gradients (the
+    input's under "input") and the names of the ATen ops backward ran."""
+    layer.zero_grad(set_to_none=True)
+    source = hidden.detach().clone().requires_grad_(True)
+    patch = (  # without handoffs the layer gets None where it made one: autograd sums
+        contextlib.nullcontext()
+        if handoffs
+        else mock.patch.object(layers, "ResidualHandoff", return_value=None)
+    )
+    torch.manual_seed(3)
+    with patch:
+        out, _ = layer.train()(source * 1.0, mask)  # a non-leaf input, as in the model
+    with torch.profiler.profile() as profile:
+        out.square().sum().backward()
+    grads = {n: p.grad.clone() for n, p in layer.named_parameters() if p.grad is not None}
+    grads["input"] = source.grad.clone()
+    return out.detach(), grads, [event.name for event in profile.events()]
+
+
+@needs_kernels
+def test_residual_handoff_replaces_autograd_summing_the_residual_gradients() -> None:
+    layer = _transformer_layer(0)
+    hidden, mask = torch.randn(3, 5, 16), torch.zeros(3, 1, 1, 5)
+    out, grads, ops = _layer_step(layer, hidden, mask, handoffs=True)
+    stock_out, stock_grads, stock_ops = _layer_step(layer, hidden, mask, handoffs=False)
+    torch.testing.assert_close(out, stock_out, atol=0.0, rtol=0.0)
+    assert grads.keys() == stock_grads.keys()
+    for name, grad in stock_grads.items():
+        torch.testing.assert_close(grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+    # Both residual sites (attention and feed-forward) sum in the input-gradient GEMM.
+    assert stock_ops.count("aten::add") - ops.count("aten::add") == 2
+    assert ops.count("aten::addmm") - stock_ops.count("aten::addmm") == 2
+
+
+@needs_kernels
+def test_residual_handoff_survives_partial_and_repeated_backward() -> None:
+    layer = _transformer_layer(1)
+    hidden, mask = torch.randn(2, 4, 16), torch.zeros(2, 1, 1, 4)
+    _, stock, _ = _layer_step(layer, hidden, mask, handoffs=False)
+    source = hidden.clone().requires_grad_(True)
+    torch.manual_seed(3)
+    out, _ = layer.train()(source * 1.0, mask)
+    loss = out.square().sum()
+    # Only the attention norm's weight: its residual gradient is left behind, never taken.
+    norm_weight = layer.attention.output.LayerNorm.weight
+    (partial,) = torch.autograd.grad(loss, [norm_weight], retain_graph=True)
+    torch.testing.assert_close(
+        partial, stock["attention.output.LayerNorm.weight"], atol=1e-5, rtol=1e-4
+    )
+    for _ in range(2):  # the full gradient, twice over the same graph
+        (grad_input,) = torch.autograd.grad(loss, [source], retain_graph=True)
+        torch.testing.assert_close(grad_input, stock["input"], atol=1e-5, rtol=1e-4)

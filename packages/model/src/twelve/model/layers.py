@@ -24,7 +24,7 @@ from twelve.model.packed_attention import (
     packed_attention_applies,
 )
 from twelve.model.residual_norm import ResidualNormMemory, residual_output
-from twelve.model.reused_memory import GeluMemory, Linear, gelu
+from twelve.model.reused_memory import GeluMemory, Linear, ResidualHandoff, gelu
 
 
 class SelfAttention(nn.Module):
@@ -40,17 +40,22 @@ class SelfAttention(nn.Module):
         expose_packed_parts(self)
 
     def forward(
-        self, hidden: Tensor, mask: Tensor, need_weights: bool = False
+        self,
+        hidden: Tensor,
+        mask: Tensor,
+        need_weights: bool = False,
+        handoff: ResidualHandoff | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """(B, L, W) states and (B, 1, 1, L) additive mask → (B, L, W) context, probabilities."""
+        """(B, L, W) states and (B, 1, 1, L) additive mask → (B, L, W) context, probabilities
+        (`handoff`: for the residual norm that reads `hidden` too, `ResidualHandoff`)."""
         dropout = self.dropout if self.training else 0.0
         qkv = self.qkv
         if _fused_training(self.implementation, need_weights, dropout, hidden, qkv.weight):
             problem = PackedProblem(0, 0, mask, dropout)
-            packed = (qkv(hidden, with_bias=False),)
+            packed = (qkv(hidden, with_bias=False, handoff=handoff),)
             memory = self.attention_memory
             return attend_packed(packed, (problem,), self.heads, memory, (qkv.bias,))[0], None
-        query, key, value = split_heads(qkv(hidden), 3, self.heads)
+        query, key, value = split_heads(qkv(hidden, handoff=handoff), 3, self.heads)
         return attend(
             query,
             key,
@@ -86,11 +91,21 @@ class ResidualOutput(nn.Module):
         self.dropout = Dropout(dropout)
         self.norm_memory = ResidualNormMemory()
 
-    def forward(self, hidden: Tensor, residual: Tensor) -> Tensor:
-        """Project `hidden`, add `residual`, normalize."""
+    def forward(
+        self, hidden: Tensor, residual: Tensor, handoff: ResidualHandoff | None = None
+    ) -> Tensor:
+        """Project `hidden`, add `residual`, normalize (`handoff`: the one the linear layer
+        reading `residual` got, `ResidualHandoff`)."""
         dropout, training = self.dropout.p, self.training
         return residual_output(
-            hidden, self.dense, residual, self.LayerNorm, dropout, training, self.norm_memory
+            hidden,
+            self.dense,
+            residual,
+            self.LayerNorm,
+            dropout,
+            training,
+            self.norm_memory,
+            handoff,
         )
 
 
@@ -102,9 +117,9 @@ class Intermediate(nn.Module):
         self.dense = Linear(width, intermediate)
         self.gelu_memory = GeluMemory()
 
-    def forward(self, hidden: Tensor) -> Tensor:
-        """(…, W) → (…, I)."""
-        return gelu(self.dense(hidden), self.gelu_memory)
+    def forward(self, hidden: Tensor, handoff: ResidualHandoff | None = None) -> Tensor:
+        """(…, W) → (…, I) (`handoff`: see `ResidualHandoff`)."""
+        return gelu(self.dense(hidden, handoff), self.gelu_memory)
 
 
 class Attention(nn.Module):
@@ -119,8 +134,9 @@ class Attention(nn.Module):
         self, hidden: Tensor, mask: Tensor, need_weights: bool = False
     ) -> tuple[Tensor, Tensor | None]:
         """Attend, project, add and normalize."""
-        context, probabilities = self.self(hidden, mask, need_weights)
-        return self.output(context, hidden), probabilities
+        handoff = ResidualHandoff()
+        context, probabilities = self.self(hidden, mask, need_weights, handoff)
+        return self.output(context, hidden, handoff), probabilities
 
 
 class TransformerLayer(nn.Module):
@@ -145,7 +161,8 @@ class TransformerLayer(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """(B, L, W) → (B, L, W) and the attention probabilities when asked for."""
         attended, probabilities = self.attention(hidden, mask, need_weights)
-        return self.output(self.intermediate(attended), attended), probabilities
+        handoff = ResidualHandoff()
+        return self.output(self.intermediate(attended, handoff), attended, handoff), probabilities
 
 
 class BiAttention(nn.Module):
@@ -178,10 +195,12 @@ class BiAttention(nn.Module):
         text_mask: Tensor,
         need_weights: bool = False,
         need_text: bool = True,
+        handoffs: tuple[ResidualHandoff | None, ResidualHandoff | None] = (None, None),
     ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
         """Return the region-side context (regions attend to text), the text-side context
         (text attends to regions; None without `need_text`) and, when asked, both
-        probability maps."""
+        probability maps (`handoffs`: the vision and text projections', `ResidualHandoff`)."""
+        vision_handoff, text_handoff = handoffs
         training = self.training
         text_dropout = self.text_queries_dropout if training else 0.0
         vision_dropout = self.vision_queries_dropout if training else 0.0
@@ -199,14 +218,18 @@ class BiAttention(nn.Module):
             problems = (PackedProblem(1, 0, vision_mask, text_dropout),) if need_text else ()
             problems += (PackedProblem(0, 1, text_mask, vision_dropout),)
             contexts = attend_packed(
-                (vision_qkv(vision, with_bias=False), text_qkv(text, with_bias=False)),
+                (
+                    vision_qkv(vision, with_bias=False, handoff=vision_handoff),
+                    text_qkv(text, with_bias=False, handoff=text_handoff),
+                ),
                 problems,
                 self.heads,
                 self.attention_memory,
                 (vision_qkv.bias, text_qkv.bias),
             )
             return contexts[-1], contexts[0] if need_text else None, None, None
-        vision_projected, text_projected = vision_qkv(vision), text_qkv(text)
+        vision_projected = vision_qkv(vision, handoff=vision_handoff)
+        text_projected = text_qkv(text, handoff=text_handoff)
         v_query, v_key, v_value = split_heads(vision_projected, 3, self.heads)
         t_query, t_key, t_value = split_heads(text_projected, 3, self.heads)
         text_context: Tensor | None = None
@@ -264,9 +287,15 @@ class BiOutput(nn.Module):
         self.norm_memory2 = ResidualNormMemory()
 
     def forward(
-        self, vision_context: Tensor, vision: Tensor, text_context: Tensor | None, text: Tensor
+        self,
+        vision_context: Tensor,
+        vision: Tensor,
+        text_context: Tensor | None,
+        text: Tensor,
+        handoffs: tuple[ResidualHandoff | None, ResidualHandoff | None] = (None, None),
     ) -> tuple[Tensor, Tensor | None]:
-        """Project each context back to its stream's width, add the residual, normalize."""
+        """Project each context back to its stream's width, add the residual, normalize
+        (`handoffs`: those the vision and text projections got, `ResidualHandoff`)."""
         training = self.training
         vision_out = residual_output(
             vision_context,
@@ -276,6 +305,7 @@ class BiOutput(nn.Module):
             self.dropout1.p,
             training,
             self.norm_memory1,
+            handoffs[0],
         )
         if text_context is None:
             return vision_out, None
@@ -287,6 +317,7 @@ class BiOutput(nn.Module):
             self.dropout2.p,
             training,
             self.norm_memory2,
+            handoffs[1],
         )
         return vision_out, text_out
 
@@ -336,12 +367,18 @@ class CoAttentionLayer(nn.Module):
         """Exchange information between the streams; returns new (vision, text) states and the
         text→regions and regions→text probabilities when asked for. Without `need_text` the
         text side (its attention, output and feed-forward block) is skipped: None."""
+        streams = (ResidualHandoff(), ResidualHandoff())
         vision_context, text_context, text_to_vision, vision_to_text = self.biattention(
-            vision, vision_mask, text, text_mask, need_weights, need_text
+            vision, vision_mask, text, text_mask, need_weights, need_text, streams
         )
-        vision_att, text_att = self.biOutput(vision_context, vision, text_context, text)
-        vision_out = self.v_output(self.v_intermediate(vision_att), vision_att)
+        vision_att, text_att = self.biOutput(vision_context, vision, text_context, text, streams)
+        vision_ffn, text_ffn = ResidualHandoff(), ResidualHandoff()
+        vision_out = self.v_output(
+            self.v_intermediate(vision_att, vision_ffn), vision_att, vision_ffn
+        )
         text_out = (
-            self.t_output(self.t_intermediate(text_att), text_att) if text_att is not None else None
+            self.t_output(self.t_intermediate(text_att, text_ffn), text_att, text_ffn)
+            if text_att is not None
+            else None
         )
         return vision_out, text_out, text_to_vision, vision_to_text

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from twelve.model.reused_memory import LinearMemory, linear
+from twelve.model.reused_memory import LinearMemory, ResidualHandoff, linear
 
 _SUFFIXES = ("weight", "bias")
 
@@ -37,10 +37,13 @@ class PackedLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(total))
         self.memory = LinearMemory()
 
-    def forward(self, x: Tensor, with_bias: bool = True) -> Tensor:
+    def forward(
+        self, x: Tensor, with_bias: bool = True, handoff: ResidualHandoff | None = None
+    ) -> Tensor:
         """All parts at once: (…, in) → (…, parts·out), parts concatenated in order; without
-        the bias when not `with_bias` (for a consumer that adds it itself)."""
-        return linear(x, self.weight, self.bias if with_bias else None, self.memory)
+        the bias when not `with_bias` (for a consumer that adds it itself); `handoff`: see
+        `reused_memory.linear`."""
+        return linear(x, self.weight, self.bias if with_bias else None, self.memory, handoff)
 
     def part_shape(self, suffix: str) -> tuple[int, ...]:
         """Shape of one part's `weight` or `bias` as stored in checkpoints."""

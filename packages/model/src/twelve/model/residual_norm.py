@@ -40,7 +40,7 @@ from torch.autograd.function import once_differentiable
 
 from twelve.model import cpu_kernels
 from twelve.model.dropout import draw_seed, dropout_add, lane_rule
-from twelve.model.reused_memory import Linear, ReusedStorage, linear
+from twelve.model.reused_memory import Linear, ResidualHandoff, ReusedStorage, linear
 
 _KERNEL = "residual_norm"
 _TYPE_PAIRS = {
@@ -80,7 +80,7 @@ def residual_layer_norm(
     if library is None:
         projected = x if x_bias is None else x + x_bias
         return norm(dropout_add(projected, residual, p, training))
-    return _fused(x, x_bias, residual, norm, p, training, memory, library)
+    return _fused(x, x_bias, residual, norm, p, training, memory, library, None)
 
 
 def _fused(
@@ -92,8 +92,16 @@ def _fused(
     training: bool,
     memory: ResidualNormMemory | None,
     library: ctypes.CDLL,
+    handoff: ResidualHandoff | None,
 ) -> Tensor:
-    """`residual_layer_norm` by the kernel (the caller checked that it serves the call)."""
+    """`residual_layer_norm` by the kernel (the caller checked that it serves the call),
+    leaving the residual's gradient in `handoff` when the linear layer that named it there
+    reads this very `residual` (float32)."""
+    if handoff is not None:
+        takes_part = handoff.source is residual and residual.dtype == torch.float32
+        handoff.source = None
+        if not takes_part:
+            handoff = None
     return _ResidualNorm.apply(
         x,
         x_bias,
@@ -104,6 +112,7 @@ def _fused(
         norm.eps,
         library,
         ResidualNormMemory() if memory is None else memory,
+        handoff,
     )
 
 
@@ -115,10 +124,13 @@ def residual_output(
     p: float,
     training: bool,
     memory: ResidualNormMemory | None = None,
+    handoff: ResidualHandoff | None = None,
 ) -> Tensor:
     """`norm(residual + dropout(dense(hidden), p))`. In float32 training with the fused kernel,
     the kernel adds the dense layer's bias and sums its gradient, so the GEMM neither copies
-    the bias into its output nor backward reads the gradient once more for it."""
+    the bias into its output nor backward reads the gradient once more for it; and with the
+    `handoff` the linear layer reading `residual` got, the residual's gradient goes to that
+    layer's input-gradient GEMM (`ResidualHandoff`)."""
     bias = dense.bias
     library = (
         _library()
@@ -137,7 +149,7 @@ def residual_output(
     )
     if library is not None:
         projected = linear(hidden, dense.weight, None, dense.memory)
-        return _fused(projected, bias, residual, norm, p, training, memory, library)
+        return _fused(projected, bias, residual, norm, p, training, memory, library, handoff)
     return residual_layer_norm(dense(hidden), residual, norm, p, training, memory)
 
 
@@ -224,7 +236,9 @@ class _ResidualNorm(torch.autograd.Function):
         eps: float,
         library: ctypes.CDLL,
         memory: ResidualNormMemory,
+        handoff: ResidualHandoff | None,
     ) -> Tensor:
+        ctx.handoff = handoff
         x, residual = x.contiguous(), residual.contiguous()
         weight, bias = weight.contiguous(), bias.contiguous()
         stream = residual.dtype  # the sum, the output and their gradients
@@ -309,12 +323,19 @@ class _ResidualNorm(torch.autograd.Function):
             _checked(status, "backward")
         needed = ctx.needs_input_grad
         grad_weight, grad_bias, grad_x_bias = partials.sum(1)
+        grad_residual: Tensor | None = grad_total if needed[2] else None
+        handoff: ResidualHandoff | None = ctx.handoff
+        if handoff is not None and grad_residual is not None:
+            # The linear layer reading the same residual runs its backward after this one
+            # (its output feeds x) and adds its input gradient to this: nothing to sum here.
+            handoff.pending, grad_residual = grad_residual, None
         return (
             grad_x if needed[0] else None,
             grad_x_bias if needed[1] else None,
-            grad_total if needed[2] else None,
+            grad_residual,
             grad_weight if needed[3] else None,
             grad_bias if needed[4] else None,
+            None,
             None,
             None,
             None,
