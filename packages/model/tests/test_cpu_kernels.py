@@ -374,7 +374,11 @@ def _transformer_layer(seed: int) -> layers.TransformerLayer:
 
 
 def _layer_step(
-    layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor, handoffs: bool
+    layer: nn.Module,
+    hidden: torch.Tensor,
+    mask: torch.Tensor,
+    handoffs: bool,
+    need_weights: bool = False,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[str]]:
     """One seeded forward + backward of a TransformerLayer: its output, the gradients (the
     input's under "input") and the names of the ATen ops backward ran."""
@@ -387,7 +391,8 @@ def _layer_step(
     )
     torch.manual_seed(3)
     with patch:
-        out, _ = layer.train()(source * 1.0, mask)  # a non-leaf input, as in the model
+        # A non-leaf input, as in the model.
+        out, _ = layer.train()(source * 1.0, mask, need_weights=need_weights)
     with torch.profiler.profile() as profile:
         out.square().sum().backward()
     grads = {n: p.grad.clone() for n, p in layer.named_parameters() if p.grad is not None}
@@ -396,11 +401,14 @@ def _layer_step(
 
 
 @needs_kernels
-def test_residual_handoff_replaces_autograd_summing_the_residual_gradients() -> None:
+@pytest.mark.parametrize("need_weights", [False, True], ids=["packed", "explicit-attention"])
+def test_residual_handoff_replaces_autograd_summing_the_residual_gradients(
+    need_weights: bool,
+) -> None:
     layer = _transformer_layer(0)
     hidden, mask = torch.randn(3, 5, 16), torch.zeros(3, 1, 1, 5)
-    out, grads, ops = _layer_step(layer, hidden, mask, handoffs=True)
-    stock_out, stock_grads, stock_ops = _layer_step(layer, hidden, mask, handoffs=False)
+    out, grads, ops = _layer_step(layer, hidden, mask, True, need_weights)
+    stock_out, stock_grads, stock_ops = _layer_step(layer, hidden, mask, False, need_weights)
     torch.testing.assert_close(out, stock_out, atol=0.0, rtol=0.0)
     assert grads.keys() == stock_grads.keys()
     for name, grad in stock_grads.items():
