@@ -35,6 +35,10 @@ them again while the parameters are unchanged: same storage, same version counte
 optimizer step, `load_state_dict` or `.to()` makes a fresh cast. The values are autocast's own
 (`weight.to(dtype)`). The copies cost half the fp32 weights' memory (bf16) until
 `release_cast_copies` drops them; `MultiTaskViLBERT.train()` calls it.
+
+In float32 training a linear layer can also take over a residual LayerNorm's gradient for the
+input they share (`ResidualHandoff`): its input-gradient GEMM adds to that gradient instead of
+autograd summing the two afterwards.
 """
 
 from __future__ import annotations
