@@ -259,12 +259,9 @@ class _Linear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             handoff: ResidualHandoff | None = ctx.handoff
             residual = None if handoff is None else handoff.take_pending()
-            if (
-                residual is not None
-                and residual.shape == x.shape
-                and residual.dtype == x.dtype
-                and residual.is_contiguous()
-            ):  # the norm's gradient of this same input: add the product to it
+            if residual is not None:
+                # The norm's gradient of this very input (float32, contiguous, x's shape: the
+                # norm takes part only then): add the product to it.
                 grad_x = residual
                 rows_x = grad_x.view(-1, x.shape[-1])
                 torch.addmm(rows_x, rows, weight, out=rows_x)
@@ -273,8 +270,6 @@ class _Linear(torch.autograd.Function):
                 torch.mm(rows, weight, out=grad_x.view(-1, x.shape[-1]))
                 if cast_input:
                     grad_x = grad_x.to(ctx.input_dtype)
-                if residual is not None:
-                    grad_x = grad_x + residual
         if ctx.needs_input_grad[1]:
             storage = memory.cast_weight_grad if cast_weight else memory.weight_grad
             grad_weight = storage.take(weight.shape, weight)
