@@ -44,6 +44,7 @@ def fresh_loader() -> Iterator[None]:
         residual_norm._library,
         dropout_module._library,
         reused_memory._widen_library,
+        reused_memory._transpose_library,
     )
     for cached in caches:
         cached.cache_clear()
@@ -362,6 +363,63 @@ def test_bf16_widening_equals_copy(count: int, offset: int) -> None:
     reused_memory.widen_into(target, values)
     expected = torch.empty(count).copy_(values)
     assert torch.equal(target.view(torch.int32), expected.view(torch.int32))
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(
+    ("rows", "cols"), [(1, 1), (7, 5), (16, 32), (17, 33), (50, 96), (200, 70)]
+)
+@pytest.mark.parametrize("padded", [False, True], ids=["contiguous", "row-padded"])
+def test_transpose_kernel_equals_the_transposed_copy(
+    dtype: torch.dtype, rows: int, cols: int, padded: bool
+) -> None:
+    """The 16-bit transpose writes `rows.t()`'s bits, contiguous, into the given storage: edge
+    tiles on both sides of the 16×16 register tiles, and a source whose rows are further apart
+    than its width. A float32 matrix gets the transposed view itself."""
+    torch.manual_seed(rows * cols)
+    source = torch.randn(rows, cols + (3 if padded else 0)).to(dtype)[:, :cols]
+    assert reused_memory._transpose_library() is not None
+    result = reused_memory.transposed(source, reused_memory.ReusedStorage())
+    assert result.is_contiguous()
+    assert result.shape == (cols, rows)
+    assert torch.equal(result.view(torch.int16), source.t().contiguous().view(torch.int16))
+    float_rows = torch.randn(rows, cols)
+    view = reused_memory.transposed(float_rows, reused_memory.ReusedStorage())
+    assert view.data_ptr() == float_rows.data_ptr()
+
+
+@needs_kernels
+def test_bf16_weight_gradient_is_the_product_with_the_transposed_output_gradient() -> None:
+    """Under bf16 autocast a linear layer's weight gradient is Gᵀ·X from the kernel's
+    contiguous Gᵀ, written into the block of the layer's output (free once its readers have
+    run backward): the product with G's transposed view up to summation order."""
+    torch.manual_seed(8)
+    layer = Linear(48, 80)
+    x = torch.randn(3, 70, 48, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+    upstream = torch.randn(out.shape)
+    output_block = out.data_ptr()
+    loss = (out.float() * upstream).sum()
+    del out  # only the layer's memory refers to its output block now
+    original = reused_memory.transposed
+    scratch: list[torch.Tensor] = []
+
+    def spy(rows: torch.Tensor, storage: reused_memory.ReusedStorage) -> torch.Tensor:
+        scratch.append(original(rows, storage))
+        return scratch[-1]
+
+    with mock.patch.object(reused_memory, "transposed", spy):
+        loss.backward()
+    assert len(scratch) == 1
+    assert scratch[0].is_contiguous()
+    assert scratch[0].data_ptr() == output_block
+    grad = upstream.reshape(-1, 80).to(torch.bfloat16).float()
+    inputs = x.detach().reshape(-1, 48).to(torch.bfloat16).float()
+    expected = (grad.t() @ inputs).to(torch.bfloat16).float()
+    assert layer.weight.grad is not None
+    torch.testing.assert_close(layer.weight.grad, expected, rtol=1e-2, atol=1e-2)
 
 
 def _transformer_layer(seed: int) -> layers.TransformerLayer:
