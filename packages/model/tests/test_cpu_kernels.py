@@ -380,20 +380,28 @@ def test_transpose_kernel_equals_the_transposed_copy(
     torch.manual_seed(rows * cols)
     source = torch.randn(rows, cols + (3 if padded else 0)).to(dtype)[:, :cols]
     assert reused_memory._transpose_library() is not None
-    result = reused_memory.transposed(source, reused_memory.ReusedStorage())
+    result, sums = reused_memory.transposed(source, reused_memory.ReusedStorage(), True)
     assert result.is_contiguous()
     assert result.shape == (cols, rows)
     assert torch.equal(result.view(torch.int16), source.t().contiguous().view(torch.int16))
+    if dtype == torch.bfloat16:  # the column sums, float32 (float16 gets none)
+        assert sums is not None
+        assert sums.dtype == torch.float32
+        torch.testing.assert_close(sums, source.float().sum(0), rtol=1e-5, atol=1e-5)
+    else:
+        assert sums is None
     float_rows = torch.randn(rows, cols)
-    view = reused_memory.transposed(float_rows, reused_memory.ReusedStorage())
+    view, no_sums = reused_memory.transposed(float_rows, reused_memory.ReusedStorage(), True)
     assert view.data_ptr() == float_rows.data_ptr()
+    assert no_sums is None
 
 
 @needs_kernels
 def test_bf16_weight_gradient_is_the_product_with_the_transposed_output_gradient() -> None:
     """Under bf16 autocast a linear layer's weight gradient is Gᵀ·X from the kernel's
     contiguous Gᵀ, written into the block of the layer's output (free once its readers have
-    run backward): the product with G's transposed view up to summation order."""
+    run backward): the product with G's transposed view up to summation order. The bias
+    gradient is the kernel's column sums of G, rounded to bf16 as `G.sum(0)` is."""
     torch.manual_seed(8)
     layer = Linear(48, 80)
     x = torch.randn(3, 70, 48, requires_grad=True)
@@ -406,9 +414,12 @@ def test_bf16_weight_gradient_is_the_product_with_the_transposed_output_gradient
     original = reused_memory.transposed
     scratch: list[torch.Tensor] = []
 
-    def spy(rows: torch.Tensor, storage: reused_memory.ReusedStorage) -> torch.Tensor:
-        scratch.append(original(rows, storage))
-        return scratch[-1]
+    def spy(
+        rows: torch.Tensor, storage: reused_memory.ReusedStorage, column_sums: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        result = original(rows, storage, column_sums)
+        scratch.append(result[0])
+        return result
 
     with mock.patch.object(reused_memory, "transposed", spy):
         loss.backward()
@@ -420,6 +431,9 @@ def test_bf16_weight_gradient_is_the_product_with_the_transposed_output_gradient
     expected = (grad.t() @ inputs).to(torch.bfloat16).float()
     assert layer.weight.grad is not None
     torch.testing.assert_close(layer.weight.grad, expected, rtol=1e-2, atol=1e-2)
+    assert layer.bias.grad is not None  # from the kernel's column sums, rounded to bf16
+    expected_bias = grad.sum(0).to(torch.bfloat16).float()
+    torch.testing.assert_close(layer.bias.grad, expected_bias, rtol=1e-2, atol=1e-2)
 
 
 def _transformer_layer(seed: int) -> layers.TransformerLayer:

@@ -274,25 +274,33 @@ class _Linear(torch.autograd.Function):
                 torch.mm(rows, weight, out=grad_x.view(-1, x.shape[-1]))
                 if cast_input:
                     grad_x = grad_x.to(ctx.input_dtype)
+        bias_needed = ctx.has_bias and ctx.needs_input_grad[2]
+        column_sums = None
         if ctx.needs_input_grad[1]:
             storage = memory.cast_weight_grad if cast_weight else memory.weight_grad
             grad_weight = storage.take(weight.shape, weight)
             # The output's block is free by now (its readers have run their backward).
-            rows_t = transposed(rows, memory.output)
+            rows_t, column_sums = transposed(rows, memory.output, column_sums=bias_needed)
             torch.mm(rows_t, x.reshape(-1, x.shape[-1]), out=grad_weight)
             if cast_weight:
                 grad_weight = widen_into(
                     memory.weight_grad.take(weight.shape, weight, ctx.weight_dtype), grad_weight
                 )
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = rows.sum(0).to(ctx.weight_dtype)
+        if bias_needed:
+            # Rounded to the gradient's dtype first, as `rows.sum(0)` is.
+            summed = rows.sum(0) if column_sums is None else column_sums.to(rows.dtype)
+            grad_bias = summed.to(ctx.weight_dtype)
         return grad_x, grad_weight, grad_bias, None, None, None
 
 
-def transposed(rows: Tensor, storage: ReusedStorage) -> Tensor:
+def transposed(
+    rows: Tensor, storage: ReusedStorage, column_sums: bool = False
+) -> tuple[Tensor, Tensor | None]:
     """`rows.t()` for a weight-gradient product: for a 16-bit matrix a contiguous copy in
     `storage` by the transpose kernel when it is built (oneDNN's bfloat16 product Gᵀ·X runs
-    1.7–3.3× as fast from it, the copy included), else the transposed view."""
+    1.7–3.3× as fast from it, the copy included), else the transposed view. With
+    `column_sums`, also the float32 sums of a bfloat16 matrix's columns (the bias gradient)
+    from the same pass, or None when the kernel did not run."""
     library = _transpose_library()
     if (
         library is None
@@ -301,13 +309,22 @@ def transposed(rows: Tensor, storage: ReusedStorage) -> Tensor:
         or rows.stride(1) != 1
         or rows.device.type != "cpu"
     ):
-        return rows.t()
+        return rows.t(), None
     count, width = rows.shape
     target = storage.take((width, count), rows)
+    sums = None
+    if column_sums and rows.dtype == torch.bfloat16:
+        sums = torch.empty(width, dtype=torch.float32)
     library.twelve_transpose16(
-        rows.data_ptr(), target.data_ptr(), count, width, rows.stride(0), torch.get_num_threads()
+        rows.data_ptr(),
+        target.data_ptr(),
+        None if sums is None else sums.data_ptr(),
+        count,
+        width,
+        rows.stride(0),
+        torch.get_num_threads(),
     )
-    return target
+    return target, sums
 
 
 @functools.cache
@@ -316,7 +333,15 @@ def _transpose_library() -> ctypes.CDLL | None:
     library = cpu_kernels.load("transpose16")
     if library is not None:
         pointer, size = ctypes.c_void_p, ctypes.c_int64
-        library.twelve_transpose16.argtypes = [pointer, pointer, size, size, size, ctypes.c_int]
+        library.twelve_transpose16.argtypes = [
+            pointer,
+            pointer,
+            pointer,
+            size,
+            size,
+            size,
+            ctypes.c_int,
+        ]
         library.twelve_transpose16.restype = None
     return library
 
