@@ -307,6 +307,7 @@ def transposed(
         or rows.dtype not in (torch.bfloat16, torch.float16)
         or rows.dim() != 2
         or rows.stride(1) != 1
+        or rows.stride(0) < rows.shape[1]
         or rows.device.type != "cpu"
     ):
         return rows.t(), None
