@@ -9,25 +9,16 @@
  * plain loop runs.
  */
 #include <stdint.h>
-#include <string.h>
 #include <omp.h>
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 
-static inline float widen(uint16_t bits) {
-    uint32_t u = (uint32_t)bits << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
+#include "bf16.h"
 
 void twelve_widen_bf16(const uint16_t *src, float *dst, int64_t n, int threads) {
 #if defined(__AVX512F__)
     /* Elements before dst reaches a 64-byte boundary, then blocks of 16, then the tail. */
     int64_t head = (int64_t)(((64 - ((uintptr_t)dst & 63)) & 63) / sizeof(float));
     if (((uintptr_t)dst & (sizeof(float) - 1)) != 0 || head > n) head = n;
-    for (int64_t i = 0; i < head; i++) dst[i] = widen(src[i]);
+    for (int64_t i = 0; i < head; i++) dst[i] = bf16_to_float(src[i]);
     const int64_t blocks = (n - head) / 16;
     const uint16_t *s = src + head;
     float *d = dst + head;
@@ -36,14 +27,13 @@ void twelve_widen_bf16(const uint16_t *src, float *dst, int64_t n, int threads) 
         _Pragma("omp for schedule(static) nowait")
         for (int64_t b = 0; b < blocks; b++) {
             __m256i half = _mm256_loadu_si256((const __m256i *)(s + b * 16));
-            __m512i wide = _mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16);
-            _mm512_stream_ps(d + b * 16, _mm512_castsi512_ps(wide));
+            _mm512_stream_ps(d + b * 16, bf16x16_to_float(half));
         }
         _mm_sfence(); /* each thread's streaming stores are visible before the barrier */
     }
-    for (int64_t i = head + blocks * 16; i < n; i++) dst[i] = widen(src[i]);
+    for (int64_t i = head + blocks * 16; i < n; i++) dst[i] = bf16_to_float(src[i]);
 #else
     _Pragma("omp parallel for simd schedule(static) num_threads(threads)")
-    for (int64_t i = 0; i < n; i++) dst[i] = widen(src[i]);
+    for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_float(src[i]);
 #endif
 }

@@ -16,25 +16,8 @@
 #include <string.h>
 #include <omp.h>
 
+#include "bf16.h"
 #include "dropout_lanes.h"
-
-typedef uint16_t bf16;
-
-static inline float bf16_to_float(bf16 bits) {
-    uint32_t u = (uint32_t)bits << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-/* Round to nearest even, as c10::BFloat16; NaN stays a (quiet) NaN. */
-static inline bf16 float_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (bf16)(u >> 16);
-}
 
 static inline float load_float(const float *p, int64_t i) { return p[i]; }
 static inline float load_bf16(const bf16 *p, int64_t i) { return bf16_to_float(p[i]); }

@@ -14,19 +14,14 @@
 #include <stdint.h>
 #include <string.h>
 #include <omp.h>
+
+#include "bf16.h"
 #if defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
 #define TILE 16
 #define STRIP 32 /* source columns per work item: one 64-byte line of a source row */
-
-static inline float bf16_value(uint16_t bits) {
-    uint32_t u = (uint32_t)bits << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
 
 /* dst[c][r] = src[r][c] for r in [r0, r1), c in [c0, c1), one element at a time; with `sums`,
  * sums[c] += the bfloat16 values of the column. */
@@ -37,7 +32,7 @@ static void transpose_plain(const uint16_t *src, uint16_t *dst, float *sums, int
         for (int64_t r = r0; r < r1; r++) {
             const uint16_t bits = src[r * src_stride + c];
             dst[c * dst_stride + r] = bits;
-            sum += bf16_value(bits);
+            sum += bf16_to_float(bits);
         }
         if (sums != NULL) sums[c] += sum;
     }
@@ -55,13 +50,12 @@ static inline void transpose_tile(const uint16_t *src, uint16_t *dst, float *sum
 #if defined(__AVX512F__)
         __m512 total = _mm512_setzero_ps();
         for (int i = 0; i < TILE; i++)
-            total = _mm512_add_ps(
-                total, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v[i]), 16)));
+            total = _mm512_add_ps(total, bf16x16_to_float(v[i]));
         _mm512_storeu_ps(sums, _mm512_add_ps(_mm512_loadu_ps(sums), total));
 #else
         for (int c = 0; c < TILE; c++) {
             float total = 0.0f;
-            for (int i = 0; i < TILE; i++) total += bf16_value(src[i * src_stride + c]);
+            for (int i = 0; i < TILE; i++) total += bf16_to_float(src[i * src_stride + c]);
             sums[c] += total;
         }
 #endif
