@@ -9,6 +9,7 @@ why) whenever the kernel cannot be used.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import re
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 (the universal torch idiom)
 
+import twelve.model.packed_attention as packed_attention
 import twelve.model.residual_norm as residual_norm
 from twelve.model import cpu_kernels, layers, reused_memory
 from twelve.model import dropout as dropout_module
@@ -45,6 +47,7 @@ def fresh_loader() -> Iterator[None]:
         dropout_module._library,
         reused_memory._widen_library,
         reused_memory._transpose_library,
+        packed_attention._attention_library,
     )
     for cached in caches:
         cached.cache_clear()
@@ -508,3 +511,86 @@ def test_residual_handoff_survives_partial_and_repeated_backward() -> None:
     for _ in range(2):  # the full gradient, twice over the same graph
         (grad_input,) = torch.autograd.grad(loss, [source], retain_graph=True)
         torch.testing.assert_close(grad_input, stock["input"], atol=1e-5, rtol=1e-4)
+
+
+def _attention_step(
+    kernel: Callable[..., object] | None, cross: bool, p: float, head_dim: int, biased: bool
+) -> tuple[list[torch.Tensor], int]:
+    """Contexts and the packed and bias gradients of one seeded `attend_packed` call (self
+    attention, or both directions of co-attention), through `kernel` (a `_kernel_for`; None:
+    PyTorch's path), and how many calls the kernel served."""
+    heads, batch, lengths = 3, 3, (23, 37)
+    generator = torch.Generator().manual_seed(head_dim * 10 + int(cross))
+    packed = [
+        torch.randn(batch, length, 3 * heads * head_dim, generator=generator).requires_grad_()
+        for length in (lengths if cross else lengths[:1])
+    ]
+    biases = [torch.randn(t.shape[-1], generator=generator).requires_grad_() for t in packed]
+    keep = [torch.ones(batch, length) for length in lengths]
+    keep[0][1, 15:] = 0  # padded keys
+    keep[1][2, 3:] = 0
+    masks = [(1.0 - k).mul(-10000.0).view(batch, 1, 1, -1) for k in keep]
+    if cross:
+        problems = (
+            packed_attention.PackedProblem(0, 1, masks[1], p),
+            packed_attention.PackedProblem(1, 0, masks[0], p),
+        )
+    else:
+        problems = (packed_attention.PackedProblem(0, 0, masks[0], p),)
+    served = []
+
+    def counted(*args: object) -> object:
+        library = kernel(*args) if kernel is not None else None
+        served.append(library is not None)
+        return library
+
+    torch.manual_seed(21)  # the same dropout draws on both paths
+    with mock.patch.object(packed_attention, "_kernel_for", counted):
+        contexts = packed_attention.attend_packed(
+            tuple(packed), problems, heads, biases=tuple(biases) if biased else None
+        )
+    upstream = [torch.randn(c.shape, generator=generator) for c in contexts]
+    leaves = [*packed, *biases] if biased else packed
+    grads = torch.autograd.grad(contexts, leaves, upstream)
+    return [c.detach() for c in contexts] + list(grads), sum(served)
+
+
+@needs_kernels
+@pytest.mark.parametrize("cross", [False, True], ids=["self", "co-attention"])
+@pytest.mark.parametrize("p", [0.0, 0.3])
+@pytest.mark.parametrize("head_dim", [8, 24, 32])
+def test_attention_kernel_equals_the_torch_path(cross: bool, p: float, head_dim: int) -> None:
+    """The C attention equals PyTorch's path over packed projections: contexts, and the packed
+    and bias gradients, with padded keys, the same dropout draws, queries and keys not whole
+    tiles, and head widths that are (32) and are not (8, 24) whole vectors."""
+    library = packed_attention._attention_library()
+    assert library is not None
+    if not library.twelve_attention_vectorised():
+        pytest.skip("the attention kernel serves AVX-512 builds only")
+    for biased in (True, False):
+        got, served = _attention_step(packed_attention._kernel_for, cross, p, head_dim, biased)
+        want, stock = _attention_step(None, cross, p, head_dim, biased)
+        assert (served, stock) == (1, 0)
+        for index, (value, expected) in enumerate(zip(got, want, strict=True)):
+            torch.testing.assert_close(value, expected, atol=2e-5, rtol=1e-5, msg=str(index))
+
+
+@needs_kernels
+def test_attention_kernel_without_avx512_computes_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel's plain build (no AVX-512: scalar products, `expf`) gives the same results
+    and says it is not vectorised (the model then keeps PyTorch's path)."""
+    compiler = cpu_kernels.find_compiler()
+    assert compiler is not None
+    monkeypatch.setattr(cpu_kernels, "FLAGS", (*cpu_kernels.FLAGS, "-mno-avx512f"))
+    plain = packed_attention.with_signatures(
+        ctypes.CDLL(str(cpu_kernels.build("packed_attention", compiler, tmp_path)))
+    )
+    assert plain.twelve_attention_vectorised() == 0
+    for cross in (False, True):
+        got, served = _attention_step(lambda *_: plain, cross, 0.3, 24, True)
+        want, _ = _attention_step(None, cross, 0.3, 24, True)
+        assert served == 1
+        for index, (value, expected) in enumerate(zip(got, want, strict=True)):
+            torch.testing.assert_close(value, expected, atol=2e-5, rtol=1e-5, msg=str(index))

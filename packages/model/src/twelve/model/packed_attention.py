@@ -5,26 +5,37 @@ unfused math path). Written with stock operations it pays for the packed layout:
 view of the (B, L, 3·H·D) projection is copied into (B·H, L, D) for the batched products, the
 key once more transposed, and backward joins the query, key and value gradients with a stack
 (a `cat` of three tensors, ~35 ms a 12in1-base step). This autograd function takes the packed
-projections themselves: it copies each head operand once (the query already scaled by
-1/√D, which folds the score scaling into that copy), multiplies the key in place of its
-transpose, adds the mask in place, and in backward writes dQ, dK and dV straight into one
-packed gradient per projection. One call serves every attention of a block that reads the same
+projections themselves (without their biases, which it adds) and in backward writes dQ, dK and
+dV straight into one packed gradient per projection. One call serves every attention of a block that reads the same
 projections (both directions of co-attention), so each packed gradient is written once.
 
-Forward saves the kept probabilities (P∘mask) next to P and the mask, so backward does not
-recompute them for the value gradient. Every intermediate and gradient is written into storage
-the attention block keeps from step to step (`AttentionMemory`, the `reused_memory` rule: a
-block is written again only when nothing else refers to it), so a step maps no fresh pages for
-them.
+Two implementations sit behind the one function. Where the C kernel `kernels/packed_attention.c`
+is built with AVX-512 (`cpu_kernels`; the projections and biases contiguous, the masks
+(B, 1, 1, S)), each thread takes whole (batch, head) pairs and runs the pair's gathers, products,
+mask, softmax and dropout in thread-local scratch that stays in cache, writing contexts and
+gradients straight into their packed places: no head-major copies, no batched products over
+operands larger than the L2 cache, one pass over the scores per direction. It saves the
+projections, the probabilities and each problem's dropout seed; backward gathers the pair's
+operands again and draws the same dropout lanes. On a 12in1-base float32 step the attention
+takes ~50 ms forward and ~95 ms backward this way, against ~96 and ~120 ms on PyTorch's path.
+Otherwise PyTorch's path runs: it copies each head operand once (the query already scaled by
+1/√D, which folds the score scaling into that copy), multiplies the key in place of
+its transpose, adds the mask in place, and saves the kept probabilities (P∘mask) next to P and
+the mask for the value gradient. Every intermediate and gradient is written into storage the
+attention block keeps from step to step (`AttentionMemory`, the `reused_memory` rule: a block
+is written again only when nothing else refers to it), so a step maps no fresh pages for them.
 
 Numerics are the original's (scores·1/√D + additive mask, softmax, dropout, ·V) up to float
-rounding (the scale is applied to Q before the product); dropout masks come from
-`twelve.model.dropout.keep_scale`, so a seeded run draws the same masks as the stock path.
-Backward is once-differentiable.
+rounding (the scale is applied to Q before the product; the kernel's exp is a polynomial within
+~2 ulp and its sums run in another order, ~1e-6 from PyTorch's path); dropout masks are
+`twelve.model.dropout.keep_scale`'s on both paths, so a seeded run draws the same masks as the
+stock path. Backward is once-differentiable.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +44,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from twelve.model.dropout import keep_scale
+from twelve.model import cpu_kernels
+from twelve.model.dropout import draw_seed, keep_scale, lane_rule
 from twelve.model.reused_memory import ReusedStorage
 
 
@@ -163,6 +175,14 @@ class _PackedAttention(torch.autograd.Function):
         take = memory.take
         packed = packed_and_biases[:count]
         biases: tuple[Tensor | None, ...] = packed_and_biases[count:] or (None,) * count
+        ctx.problems = problems
+        ctx.heads = heads
+        ctx.memory = memory
+        ctx.shapes = [(p.shape, p.dtype) for p in packed]
+        library = _kernel_for(packed, biases, problems, heads)
+        ctx.kernel = library
+        if library is not None:
+            return _kernel_forward(ctx, library, problems, heads, memory, packed, biases)
         contexts = []
         saved: list[Tensor] = []
         for index, problem in enumerate(problems):
@@ -216,10 +236,6 @@ class _PackedAttention(torch.autograd.Function):
             contexts.append(merged)
             saved += [query, key, value, probabilities, keep, kept]
         ctx.save_for_backward(*saved)
-        ctx.problems = problems
-        ctx.heads = heads
-        ctx.memory = memory
-        ctx.shapes = [(p.shape, p.dtype) for p in packed]
         return tuple(contexts)
 
     @staticmethod
@@ -229,6 +245,9 @@ class _PackedAttention(torch.autograd.Function):
         take = ctx.memory.take
         saved = ctx.saved_tensors
         like = saved[0]
+        if ctx.kernel is not None:
+            ctx.packed_and_biases = saved[: ctx.saved_inputs]
+            ctx.probabilities = saved[ctx.saved_inputs :]
         grads = [
             take((i, "packed_grad"), tuple(shape), like, dtype)
             for i, (shape, dtype) in enumerate(ctx.shapes)
@@ -237,7 +256,6 @@ class _PackedAttention(torch.autograd.Function):
         for index, (problem, grad_context) in enumerate(
             zip(ctx.problems, grad_contexts, strict=True)
         ):
-            query, key, value, probabilities, keep, kept = saved[6 * index : 6 * index + 6]
             query_grad = grads[problem.query_source]
             memory_grad = grads[problem.key_value_source]
             written[problem.query_source][0] = True
@@ -246,6 +264,10 @@ class _PackedAttention(torch.autograd.Function):
                 for target, part in ((query_grad, 0), (memory_grad, 1), (memory_grad, 2)):
                     _part(target, part).zero_()
                 continue
+            if ctx.kernel is not None:
+                _kernel_backward(ctx, index, problem, grad_context, grads)
+                continue
+            query, key, value, probabilities, keep, kept = saved[6 * index : 6 * index + 6]
             scale = 1.0 / math.sqrt(query.shape[-1])
             grad_heads = _head_major(
                 grad_context, heads, take((index, "grad_heads"), tuple(query.shape), like)
@@ -298,3 +320,191 @@ class _PackedAttention(torch.autograd.Function):
             *(g if need else None for g, need in zip(grads, needed, strict=True)),
             *bias_grads,
         )
+
+
+def _kernel_for(
+    packed: tuple[Tensor, ...],
+    biases: tuple[Tensor | None, ...],
+    problems: tuple[PackedProblem, ...],
+    heads: int,
+) -> ctypes.CDLL | None:
+    """The attention kernel when it serves this call (vectorised, contiguous float32
+    projections and biases, (B, 1, 1, S) masks), else None."""
+    library = _attention_library()
+    if library is None or not library.twelve_attention_vectorised():
+        return None
+    if any(
+        not (p.is_contiguous() and p.dim() == 3 and p.shape[-1] % (3 * heads) == 0) for p in packed
+    ):
+        return None
+    if any(b is not None and not b.is_contiguous() for b in biases):
+        return None
+    for problem in problems:
+        mask = problem.mask
+        keyed = packed[problem.key_value_source]
+        if mask.dim() != 4 or mask.shape[1:3] != (1, 1) or mask.shape[-1] != keyed.shape[1]:
+            return None
+        if mask.shape[0] not in (1, keyed.shape[0]) or mask.device.type != "cpu":
+            return None
+    return library
+
+
+def _pointer(tensor: Tensor | None, part: int = 0) -> int | None:
+    """The address of part `part` (0 query, 1 key, 2 value) of a packed tensor or bias."""
+    if tensor is None:
+        return None
+    return tensor.data_ptr() + part * (tensor.shape[-1] // 3) * tensor.element_size()
+
+
+def _dropout_rule(problem: PackedProblem) -> tuple[int, int, int, float]:
+    """(on, seed, keep_from, factor) of a problem's attention dropout: the lanes and rule of
+    `twelve.model.dropout.keep_scale`, one seed drawn per call as it draws."""
+    if problem.dropout <= 0.0:
+        return 0, 0, 0, 1.0
+    keep_from, factor = lane_rule(problem.dropout)
+    return 1, draw_seed(), keep_from, factor
+
+
+def _kernel_forward(
+    ctx: Any,
+    library: ctypes.CDLL,
+    problems: tuple[PackedProblem, ...],
+    heads: int,
+    memory: AttentionMemory,
+    packed: tuple[Tensor, ...],
+    biases: tuple[Tensor | None, ...],
+) -> tuple[Tensor, ...]:
+    """Every problem's context by the C kernel; saves the inputs, the probabilities and the
+    dropout rules for `_kernel_backward`."""
+    contexts, probabilities, rules = [], [], []
+    threads = torch.get_num_threads()
+    for index, problem in enumerate(problems):
+        source, keyed = packed[problem.query_source], packed[problem.key_value_source]
+        query_bias, keyed_bias = biases[problem.query_source], biases[problem.key_value_source]
+        batch, queries, keys = source.shape[0], source.shape[1], keyed.shape[1]
+        width = source.shape[2] // 3
+        head_dim = width // heads
+        mask = problem.mask.to(torch.float32).expand(batch, 1, 1, keys).reshape(batch, keys)
+        mask = mask.contiguous()
+        rule = _dropout_rule(problem)
+        shape = (batch * heads, queries, keys)
+        kept = memory.take((index, "probabilities"), shape, source)
+        context = memory.take((index, "merged"), (batch, queries, width), source)
+        library.twelve_attention_forward(
+            _pointer(source, 0),
+            source.stride(1),
+            _pointer(keyed, 1),
+            _pointer(keyed, 2),
+            keyed.stride(1),
+            _pointer(query_bias, 0),
+            _pointer(keyed_bias, 1),
+            _pointer(keyed_bias, 2),
+            mask.data_ptr(),
+            *rule,
+            kept.data_ptr(),
+            context.data_ptr(),
+            batch,
+            heads,
+            queries,
+            keys,
+            head_dim,
+            1.0 / math.sqrt(head_dim),
+            threads,
+        )
+        contexts.append(context)
+        probabilities.append(kept)
+        rules.append(rule)
+    inputs = [*packed, *(b for b in biases if b is not None)]
+    ctx.saved_inputs = len(inputs)
+    ctx.has_biases = biases[0] is not None
+    ctx.rules = rules
+    ctx.save_for_backward(*inputs, *probabilities)
+    return tuple(contexts)
+
+
+def _kernel_backward(
+    ctx: Any,
+    index: int,
+    problem: PackedProblem,
+    grad_context: Tensor,
+    grads: list[Tensor],
+) -> None:
+    """Problem `index`'s query, key and value gradients by the C kernel, into `grads`."""
+    count = len(grads)
+    packed = ctx.packed_and_biases[:count]
+    biases = ctx.packed_and_biases[count:] if ctx.has_biases else (None,) * count
+    source, keyed = packed[problem.query_source], packed[problem.key_value_source]
+    query_bias, keyed_bias = biases[problem.query_source], biases[problem.key_value_source]
+    query_grad, keyed_grad = grads[problem.query_source], grads[problem.key_value_source]
+    batch, queries, keys = source.shape[0], source.shape[1], keyed.shape[1]
+    head_dim = source.shape[2] // 3 // ctx.heads
+    grad_context = grad_context.contiguous()
+    ctx.kernel.twelve_attention_backward(
+        _pointer(source, 0),
+        source.stride(1),
+        _pointer(keyed, 1),
+        _pointer(keyed, 2),
+        keyed.stride(1),
+        _pointer(query_bias, 0),
+        _pointer(keyed_bias, 1),
+        _pointer(keyed_bias, 2),
+        *ctx.rules[index],
+        ctx.probabilities[index].data_ptr(),
+        grad_context.data_ptr(),
+        grad_context.stride(1),
+        _pointer(query_grad, 0),
+        query_grad.stride(1),
+        _pointer(keyed_grad, 1),
+        _pointer(keyed_grad, 2),
+        keyed_grad.stride(1),
+        batch,
+        ctx.heads,
+        queries,
+        keys,
+        head_dim,
+        1.0 / math.sqrt(head_dim),
+        torch.get_num_threads(),
+    )
+
+
+@functools.cache
+def _attention_library() -> ctypes.CDLL | None:
+    """The attention kernel with its signatures, or None (see `cpu_kernels.load`)."""
+    library = cpu_kernels.load("packed_attention")
+    return None if library is None else with_signatures(library)
+
+
+def with_signatures(library: ctypes.CDLL) -> ctypes.CDLL:
+    """`library` (a build of `kernels/packed_attention.c`) with its functions' ctypes
+    signatures set."""
+    pointer, i32, i64, u64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_uint64
+    flag, single = ctypes.c_int, ctypes.c_float
+    rule = [flag, u64, i32, single]
+    sizes = [i64, i64, i64, i64, i64, single, flag]
+    projections = [pointer, i64, pointer, pointer, i64, pointer, pointer, pointer]
+    library.twelve_attention_forward.argtypes = [
+        *projections,
+        pointer,
+        *rule,
+        pointer,
+        pointer,
+        *sizes,
+    ]
+    library.twelve_attention_forward.restype = None
+    library.twelve_attention_backward.argtypes = [
+        *projections,
+        *rule,
+        pointer,
+        pointer,
+        i64,
+        pointer,
+        i64,
+        pointer,
+        pointer,
+        i64,
+        *sizes,
+    ]
+    library.twelve_attention_backward.restype = None
+    library.twelve_attention_vectorised.argtypes = []
+    library.twelve_attention_vectorised.restype = ctypes.c_int
+    return library
