@@ -253,6 +253,12 @@ class _PackedAttention(torch.autograd.Function):
             for i, (shape, dtype) in enumerate(ctx.shapes)
         ]
         written = [[False, False, False] for _ in grads]
+        # The kernel sums the bias gradients as it writes the packed ones.
+        bias_sums = (
+            [torch.empty(shape[-1], dtype=dtype) for shape, dtype in ctx.shapes]
+            if ctx.kernel is not None and ctx.has_biases
+            else []
+        )
         for index, (problem, grad_context) in enumerate(
             zip(ctx.problems, grad_contexts, strict=True)
         ):
@@ -265,7 +271,7 @@ class _PackedAttention(torch.autograd.Function):
                     _part(target, part).zero_()
                 continue
             if ctx.kernel is not None:
-                _kernel_backward(ctx, index, problem, grad_context, grads)
+                _kernel_backward(ctx, index, problem, grad_context, grads, bias_sums)
                 continue
             query, key, value, probabilities, keep, kept = saved[6 * index : 6 * index + 6]
             scale = 1.0 / math.sqrt(query.shape[-1])
@@ -301,16 +307,18 @@ class _PackedAttention(torch.autograd.Function):
                     grad_scores.transpose(1, 2), query, out=take(product, tuple(key.shape), like)
                 ),
             )
-        for grad, parts in zip(grads, written, strict=True):
+        for i, (grad, parts) in enumerate(zip(grads, written, strict=True)):
             for part, done in enumerate(parts):
                 if not done:
                     _part(grad, part).zero_()
+                    if bias_sums:
+                        _part(bias_sums[i], part).zero_()
         count = len(grads)
         needed = ctx.needs_input_grad[4 : 4 + count]
         bias_needed = ctx.needs_input_grad[4 + count :]
         bias_grads = [
-            grad.view(-1, grad.shape[-1]).sum(0) if need else None
-            for grad, need in zip(grads, bias_needed, strict=False)
+            (bias_sums[i] if bias_sums else grad.view(-1, grad.shape[-1]).sum(0)) if need else None
+            for i, (grad, need) in enumerate(zip(grads, bias_needed, strict=False))
         ]
         return (
             None,
@@ -428,8 +436,10 @@ def _kernel_backward(
     problem: PackedProblem,
     grad_context: Tensor,
     grads: list[Tensor],
+    bias_sums: list[Tensor],
 ) -> None:
-    """Problem `index`'s query, key and value gradients by the C kernel, into `grads`."""
+    """Problem `index`'s query, key and value gradients by the C kernel, into `grads`, and
+    with biases their column sums (the bias gradients) into `bias_sums`."""
     count = len(grads)
     packed = ctx.packed_and_biases[:count]
     biases = ctx.packed_and_biases[count:] if ctx.has_biases else (None,) * count
@@ -439,6 +449,13 @@ def _kernel_backward(
     batch, queries, keys = source.shape[0], source.shape[1], keyed.shape[1]
     head_dim = source.shape[2] // 3 // ctx.heads
     grad_context = grad_context.contiguous()
+    bias_targets: tuple[int | None, ...] = (None, None, None)
+    if bias_sums:
+        query_sums, keyed_sums = (
+            bias_sums[problem.query_source],
+            bias_sums[problem.key_value_source],
+        )
+        bias_targets = (_pointer(query_sums, 0), _pointer(keyed_sums, 1), _pointer(keyed_sums, 2))
     ctx.kernel.twelve_attention_backward(
         _pointer(source, 0),
         source.stride(1),
@@ -457,6 +474,7 @@ def _kernel_backward(
         _pointer(keyed_grad, 1),
         _pointer(keyed_grad, 2),
         keyed_grad.stride(1),
+        *bias_targets,
         batch,
         ctx.heads,
         queries,
@@ -482,6 +500,7 @@ def with_signatures(library: ctypes.CDLL) -> ctypes.CDLL:
     rule = [flag, u64, i32, single]
     sizes = [i64, i64, i64, i64, i64, single, flag]
     projections = [pointer, i64, pointer, pointer, i64, pointer, pointer, pointer]
+    # (forward) the mask, the dropout rule, the probabilities and the context
     library.twelve_attention_forward.argtypes = [
         *projections,
         pointer,
@@ -491,17 +510,19 @@ def with_signatures(library: ctypes.CDLL) -> ctypes.CDLL:
         *sizes,
     ]
     library.twelve_attention_forward.restype = None
+    # (backward) the dropout rule, the probabilities, the context gradient and its row stride,
+    # the packed query, key and value gradients with their row strides, the three bias sums
+    gradients = [pointer, i64, pointer, pointer, i64]
     library.twelve_attention_backward.argtypes = [
         *projections,
         *rule,
         pointer,
         pointer,
         i64,
+        *gradients,
         pointer,
-        i64,
         pointer,
         pointer,
-        i64,
         *sizes,
     ]
     library.twelve_attention_backward.restype = None

@@ -319,20 +319,37 @@ void twelve_attention_forward(const float *q, int64_t q_stride, const float *k, 
     }
 }
 
+/* sums[j] += Σ_i block[i·stride + j] for i < rows, j < width. */
+static void add_columns(const float *block, int64_t stride, int64_t rows, int64_t width,
+                        float *sums) {
+    for (int64_t i = 0; i < rows; i++) {
+        const float *row = block + i * stride;
+        _Pragma("omp simd")
+        for (int64_t j = 0; j < width; j++) sums[j] += row[j];
+    }
+}
+
 /* Backward of every (batch, head) pair, from the forward's inputs, its `probabilities` and the
  * context gradient `grad_context` (row stride `g_stride`). Writes the query, key and value
  * gradients into their packed places (`grad_q` row stride `gq_stride`; `grad_k`, `grad_v`
- * row stride `gkv_stride`), each the gradient of the projection before its bias and scale. */
+ * row stride `gkv_stride`), each the gradient of the projection before its bias and scale.
+ * With biases, also the bias gradients (H·D each: the column sums of those gradients) into
+ * `q_bias_grad`, `k_bias_grad` and `v_bias_grad`, summed per thread and then across threads
+ * in thread order, so a fixed thread count gives the same bits run to run. */
 void twelve_attention_backward(const float *q, int64_t q_stride, const float *k, const float *v,
                                int64_t kv_stride, const float *q_bias, const float *k_bias,
                                const float *v_bias, int dropout, uint64_t seed, int32_t keep_from,
                                float factor, const float *probabilities,
                                const float *grad_context, int64_t g_stride, float *grad_q,
                                int64_t gq_stride, float *grad_k, float *grad_v,
-                               int64_t gkv_stride, int64_t batch, int64_t heads, int64_t queries,
+                               int64_t gkv_stride, float *q_bias_grad, float *k_bias_grad,
+                               float *v_bias_grad, int64_t batch, int64_t heads, int64_t queries,
                                int64_t keys, int64_t head_dim, float scale, int threads) {
-    const int64_t keys_padded = padded(keys);
+    const int64_t keys_padded = padded(keys), width = heads * head_dim;
+    const int biased = q_bias_grad != NULL;
+    float *partials = biased ? calloc((size_t)(threads * 3 * width), sizeof(float)) : NULL;
     _Pragma("omp parallel num_threads(threads)") {
+        float *mine = biased ? partials + omp_get_thread_num() * 3 * width : NULL;
         float *query = scratch(queries * head_dim);
         float *key = scratch(keys * head_dim);
         float *value_t = scratch(head_dim * keys_padded);
@@ -354,8 +371,9 @@ void twelve_attention_backward(const float *q, int64_t q_stride, const float *k,
                 keep_row(p + i * keys, kept + i * keys_padded, keep ? keep + i * keys_padded : NULL,
                          keys, dropout, seed, keep_from, factor, pair * queries + i);
             /* dV = keptᵀ · dO */
-            gemm(keys, head_dim, queries, kept, 1, keys_padded, grad_out, g_stride,
-                 grad_v + b * keys * gkv_stride + column, gkv_stride, 1.0f);
+            float *value_grad = grad_v + b * keys * gkv_stride + column;
+            gemm(keys, head_dim, queries, kept, 1, keys_padded, grad_out, g_stride, value_grad,
+                 gkv_stride, 1.0f);
             /* d(kept) = dO · Vᵀ, then through dropout and softmax */
             gemm(queries, keys, head_dim, grad_out, g_stride, 1, value_t, keys_padded,
                  grad_scores, keys_padded, 1.0f);
@@ -374,11 +392,18 @@ void twelve_attention_backward(const float *q, int64_t q_stride, const float *k,
                 for (int64_t j = 0; j < keys; j++) g[j] = pi[j] * (g[j] - dot);
             }
             /* dQ = dS · K · scale (the query was scaled before its product) */
-            gemm(queries, head_dim, keys, grad_scores, keys_padded, 1, key, head_dim,
-                 grad_q + b * queries * gq_stride + column, gq_stride, scale);
+            float *query_grad = grad_q + b * queries * gq_stride + column;
+            gemm(queries, head_dim, keys, grad_scores, keys_padded, 1, key, head_dim, query_grad,
+                 gq_stride, scale);
             /* dK = dSᵀ · (scaled Q) */
-            gemm(keys, head_dim, queries, grad_scores, 1, keys_padded, query, head_dim,
-                 grad_k + b * keys * gkv_stride + column, gkv_stride, 1.0f);
+            float *key_grad = grad_k + b * keys * gkv_stride + column;
+            gemm(keys, head_dim, queries, grad_scores, 1, keys_padded, query, head_dim, key_grad,
+                 gkv_stride, 1.0f);
+            if (biased) {
+                add_columns(query_grad, gq_stride, queries, head_dim, mine + column);
+                add_columns(key_grad, gkv_stride, keys, head_dim, mine + width + column);
+                add_columns(value_grad, gkv_stride, keys, head_dim, mine + 2 * width + column);
+            }
         }
         free(query);
         free(key);
@@ -386,5 +411,17 @@ void twelve_attention_backward(const float *q, int64_t q_stride, const float *k,
         free(kept);
         free(keep);
         free(grad_scores);
+    }
+    if (biased) {
+        float *targets[3] = {q_bias_grad, k_bias_grad, v_bias_grad};
+        for (int part = 0; part < 3; part++) {
+            float *target = targets[part];
+            for (int64_t j = 0; j < width; j++) target[j] = 0.0f;
+            for (int t = 0; t < threads; t++) {
+                const float *source = partials + (t * 3 + part) * width;
+                for (int64_t j = 0; j < width; j++) target[j] += source[j];
+            }
+        }
+        free(partials);
     }
 }
