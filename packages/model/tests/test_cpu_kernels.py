@@ -514,15 +514,24 @@ def test_residual_handoff_survives_partial_and_repeated_backward() -> None:
 
 
 def _attention_step(
-    kernel: Callable[..., object] | None, cross: bool, p: float, head_dim: int, biased: bool
+    kernel: Callable[..., object] | None,
+    cross: bool,
+    p: float,
+    head_dim: int,
+    biased: bool,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[list[torch.Tensor], int]:
     """Contexts and the packed and bias gradients of one seeded `attend_packed` call (self
     attention, or both directions of co-attention), through `kernel` (a `_kernel_for`; None:
-    PyTorch's path), and how many calls the kernel served."""
+    PyTorch's path), and how many calls the kernel served. The projections and the upstream
+    gradients hold bfloat16 values, in `dtype`."""
     heads, batch, lengths = 3, 3, (23, 37)
     generator = torch.Generator().manual_seed(head_dim * 10 + int(cross))
     packed = [
-        torch.randn(batch, length, 3 * heads * head_dim, generator=generator).requires_grad_()
+        torch.randn(batch, length, 3 * heads * head_dim, generator=generator)
+        .bfloat16()
+        .to(dtype)
+        .requires_grad_()
         for length in (lengths if cross else lengths[:1])
     ]
     biases = [torch.randn(t.shape[-1], generator=generator).requires_grad_() for t in packed]
@@ -549,7 +558,7 @@ def _attention_step(
         contexts = packed_attention.attend_packed(
             tuple(packed), problems, heads, biases=tuple(biases) if biased else None
         )
-    upstream = [torch.randn(c.shape, generator=generator) for c in contexts]
+    upstream = [torch.randn(c.shape, generator=generator).bfloat16().to(dtype) for c in contexts]
     leaves = [*packed, *biases] if biased else packed
     grads = torch.autograd.grad(contexts, leaves, upstream)
     return [c.detach() for c in contexts] + list(grads), sum(served)
@@ -594,3 +603,77 @@ def test_attention_kernel_without_avx512_computes_the_same(
         assert served == 1
         for index, (value, expected) in enumerate(zip(got, want, strict=True)):
             torch.testing.assert_close(value, expected, atol=2e-5, rtol=1e-5, msg=str(index))
+
+
+@needs_kernels
+@pytest.mark.parametrize("cross", [False, True], ids=["self", "co-attention"])
+def test_attention_kernel_in_bf16_rounds_the_float32_computation(cross: bool) -> None:
+    """With bfloat16 projections (CPU autocast's), the kernel widens them exactly and computes
+    in float32: contexts and packed gradients are the float32 kernel's results on the same
+    values, rounded to bfloat16 (to nearest even); the bias gradients are those float32 sums."""
+    library = packed_attention._attention_library()
+    assert library is not None
+    if not library.twelve_attention_vectorised():
+        pytest.skip("the attention kernel serves AVX-512 builds only")
+    kernel = packed_attention._kernel_for
+    got, served = _attention_step(kernel, cross, 0.3, 24, True, torch.bfloat16)
+    want, _ = _attention_step(kernel, cross, 0.3, 24, True, torch.float32)
+    assert served == 1
+    for index, (value, expected) in enumerate(zip(got, want, strict=True)):
+        if expected.dim() == 1:  # a bias gradient: float32 in both
+            assert value.dtype == torch.float32
+            torch.testing.assert_close(value, expected, atol=0, rtol=0, msg=str(index))
+        else:
+            assert value.dtype == torch.bfloat16
+            assert torch.equal(value, expected.bfloat16()), index
+
+
+@needs_kernels
+def test_bf16_training_step_with_the_attention_kernel_is_close_to_autocasts(
+    tiny_config: ViLBERTConfig,
+    make_inputs: Callable[..., ViLBERTInputs],
+    randomized: Callable[..., None],
+) -> None:
+    """Under bf16 autocast the attention kernel serves the training step (its float32
+    attention differs from autocast's bf16 products only at bf16 rounding)."""
+    library = packed_attention._attention_library()
+    assert library is not None
+    if not library.twelve_attention_vectorised():
+        pytest.skip("the attention kernel serves AVX-512 builds only")
+    model = MultiTaskViLBERT(tiny_config)
+    randomized(model, std=0.1)
+    inputs = make_inputs(tiny_config)
+    served = []
+    real = packed_attention._kernel_for
+
+    def counted(*args: object) -> object:
+        found = real(*args)  # type: ignore[arg-type]
+        served.append(found is not None)
+        return found
+
+    def step(kernel: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(7)
+        served.clear()
+        with (
+            mock.patch.object(
+                packed_attention,
+                "_attention_library",
+                (lambda: library) if kernel else (lambda: None),
+            ),
+            mock.patch.object(packed_attention, "_kernel_for", counted),
+            torch.autocast("cpu", dtype=torch.bfloat16),
+        ):
+            logits = model.train()(inputs, "vqa").logits.float()
+            F.binary_cross_entropy_with_logits(logits, torch.rand_like(logits)).backward()
+        assert bool(served) == kernel
+        assert all(served)
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return logits.detach(), grads
+
+    stock_logits, stock = step(kernel=False)
+    logits, fast = step(kernel=True)
+    torch.testing.assert_close(logits, stock_logits, atol=2e-2, rtol=2e-2)
+    assert fast.keys() == stock.keys()
+    for name, grad in stock.items():
+        torch.testing.assert_close(fast[name], grad, atol=2e-2, rtol=2e-2, msg=name)

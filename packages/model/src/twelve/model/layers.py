@@ -70,9 +70,9 @@ class SelfAttention(nn.Module):
 def _fused_training(
     implementation: AttentionImplementation, need_weights: bool, dropout: float, *sources: Tensor
 ) -> bool:
-    """Whether attention runs through `attend_packed`: the default implementation, CPU float32
-    training with attention dropout and no probabilities asked for (`sources`: the inputs and
-    weights of the projections)."""
+    """Whether attention runs through `attend_packed`: the default implementation, CPU training
+    (float32, or bf16 autocast where the attention kernel serves it) with attention dropout and
+    no probabilities asked for (`sources`: the inputs and weights of the projections)."""
     return (
         implementation == "sdpa"
         and not need_weights

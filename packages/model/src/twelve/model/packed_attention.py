@@ -1,4 +1,4 @@
-"""Attention with dropout for CPU float32 training, straight from packed Q/K/V projections.
+"""Attention with dropout for CPU training, straight from packed Q/K/V projections.
 
 On the CPU, training with attention dropout takes the explicit computation (SDPA would use its
 unfused math path). Written with stock operations it pays for the packed layout: every head
@@ -6,31 +6,40 @@ view of the (B, L, 3·H·D) projection is copied into (B·H, L, D) for the batch
 key once more transposed, and backward joins the query, key and value gradients with a stack
 (a `cat` of three tensors, ~35 ms a 12in1-base step). This autograd function takes the packed
 projections themselves (without their biases, which it adds) and in backward writes dQ, dK and
-dV straight into one packed gradient per projection. One call serves every attention of a block that reads the same
-projections (both directions of co-attention), so each packed gradient is written once.
+dV straight into one packed gradient per projection. One call serves every attention of a
+block that reads the same projections (both directions of co-attention), so each packed
+gradient is written once.
 
-Two implementations sit behind the one function. Where the C kernel `kernels/packed_attention.c`
-is built with AVX-512 (`cpu_kernels`; the projections and biases contiguous, the masks
-(B, 1, 1, S)), each thread takes whole (batch, head) pairs and runs the pair's gathers, products,
-mask, softmax and dropout in thread-local scratch that stays in cache, writing contexts and
-gradients straight into their packed places: no head-major copies, no batched products over
-operands larger than the L2 cache, one pass over the scores per direction. It saves the
-projections, the probabilities and each problem's dropout seed; backward gathers the pair's
-operands again and draws the same dropout lanes, and sums the bias gradients as it writes
-the packed ones. On a 12in1-base float32 step the attention takes ~48 ms forward and ~82 ms
-backward this way, against ~86 and ~112 ms on PyTorch's path.
-Otherwise PyTorch's path runs: it copies each head operand once (the query already scaled by
-1/√D, which folds the score scaling into that copy), multiplies the key in place of
-its transpose, adds the mask in place, and saves the kept probabilities (P∘mask) next to P and
-the mask for the value gradient. Every intermediate and gradient is written into storage the
-attention block keeps from step to step (`AttentionMemory`, the `reused_memory` rule: a block
-is written again only when nothing else refers to it), so a step maps no fresh pages for them.
+Two implementations sit behind the one function.
+- The C kernel `kernels/packed_attention.c`, where it is built with AVX-512 (`cpu_kernels`;
+  contiguous projections, float32 biases, (B, 1, 1, S) masks). Each thread takes whole
+  (batch, head) pairs and runs the pair's gathers, products, mask, softmax and dropout in
+  thread-local scratch that stays in cache, writing contexts and gradients straight into their
+  packed places: no head-major copies, no batched products over operands larger than the L2
+  cache, one pass over the scores per direction. It saves the projections, the probabilities
+  and each problem's dropout seed; backward gathers the pair's operands again, draws the same
+  dropout lanes and sums the bias gradients as it writes the packed ones. On a 12in1-base
+  float32 step attention takes ~48 ms forward and ~82 ms backward this way, against ~86 and
+  ~112 ms on PyTorch's path. It also serves bfloat16 CPU autocast training: the projections
+  (autocast's bf16 GEMM outputs) are widened exactly, attention is computed in float32, and
+  contexts and packed gradients are rounded to bf16 as they are written (the bias gradients
+  stay float32 sums), 1.07× faster bf16 forward + backward than autocast's own attention.
+- PyTorch's path, in float32 only (under autocast it would compute in bf16, no faster than
+  autocast's attention, so autocast keeps its own there): it copies each head operand once (the
+  query already scaled by 1/√D, which folds the score scaling into that copy), multiplies the
+  key in place of its transpose, adds the mask in place, and saves the kept probabilities
+  (P∘mask) next to P and the mask for the value gradient.
+Every intermediate and gradient is written into storage the attention block keeps from step to
+step (`AttentionMemory`, the `reused_memory` rule: a block is written again only when nothing
+else refers to it), so a step maps no fresh pages for them.
 
 Numerics are the original's (scores·1/√D + additive mask, softmax, dropout, ·V) up to float
 rounding (the scale is applied to Q before the product; the kernel's exp is a polynomial within
-~2 ulp and its sums run in another order, ~1e-6 from PyTorch's path); dropout masks are
-`twelve.model.dropout.keep_scale`'s on both paths, so a seeded run draws the same masks as the
-stock path. Backward is once-differentiable.
+~2 ulp and its sums run in another order, ~1e-6 from PyTorch's path). Under bf16 autocast the
+kernel is more precise than autocast's attention (which rounds the scores and the kept
+probabilities to bf16 for its products) and so differs from it at bf16 rounding. Dropout masks
+are `twelve.model.dropout.keep_scale`'s on every path, so a seeded run draws the same masks as
+the stock path. Backward is once-differentiable.
 """
 
 from __future__ import annotations
@@ -62,15 +71,25 @@ class PackedProblem:
 
 
 def packed_attention_applies(*tensors: Tensor) -> bool:
-    """Whether the fused function serves projections of (or computed from) `tensors`: float32
-    CPU training, eager."""
-    return (
+    """Whether the fused function serves projections of (or computed from) `tensors`: CPU
+    training, eager, in float32, or under bfloat16 autocast where the C kernel is built with
+    AVX-512 (PyTorch's path would compute in bfloat16 there, with no gain over autocast's)."""
+    if not (
         torch.is_grad_enabled()
-        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+        and all(t.device.type == "cpu" for t in tensors)
         and any(t.requires_grad for t in tensors)
-        and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()
-    )
+    ):
+        return False
+    if torch.is_autocast_enabled("cpu"):
+        library = _attention_library()
+        return (
+            torch.get_autocast_dtype("cpu") == torch.bfloat16
+            and all(t.dtype in (torch.float32, torch.bfloat16) for t in tensors)
+            and library is not None
+            and bool(library.twelve_attention_vectorised())
+        )
+    return all(t.dtype == torch.float32 for t in tensors)
 
 
 class AttentionMemory:
@@ -256,7 +275,7 @@ class _PackedAttention(torch.autograd.Function):
         written = [[False, False, False] for _ in grads]
         # The kernel sums the bias gradients as it writes the packed ones.
         bias_sums = (
-            [torch.empty(shape[-1], dtype=dtype) for shape, dtype in ctx.shapes]
+            [torch.empty(shape[-1], dtype=torch.float32) for shape, _ in ctx.shapes]
             if ctx.kernel is not None and ctx.has_biases
             else []
         )
@@ -337,16 +356,18 @@ def _kernel_for(
     problems: tuple[PackedProblem, ...],
     heads: int,
 ) -> ctypes.CDLL | None:
-    """The attention kernel when it serves this call (vectorised, contiguous float32
-    projections and biases, (B, 1, 1, S) masks), else None."""
+    """The attention kernel when it serves this call (vectorised; contiguous projections, all
+    float32 or all bfloat16; contiguous float32 biases; (B, 1, 1, S) masks), else None."""
     library = _attention_library()
     if library is None or not library.twelve_attention_vectorised():
+        return None
+    if len({p.dtype for p in packed}) != 1 or packed[0].dtype not in _KERNEL_DTYPES:
         return None
     if any(
         not (p.is_contiguous() and p.dim() == 3 and p.shape[-1] % (3 * heads) == 0) for p in packed
     ):
         return None
-    if any(b is not None and not b.is_contiguous() for b in biases):
+    if any(b is not None and not (b.is_contiguous() and b.dtype == torch.float32) for b in biases):
         return None
     for problem in problems:
         mask = problem.mask
@@ -356,6 +377,9 @@ def _kernel_for(
         if mask.shape[0] not in (1, keyed.shape[0]) or mask.device.type != "cpu":
             return None
     return library
+
+
+_KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 
 
 def _pointer(tensor: Tensor | None, part: int = 0) -> int | None:
@@ -397,7 +421,7 @@ def _kernel_forward(
         mask = mask.contiguous()
         rule = _dropout_rule(problem)
         shape = (batch * heads, queries, keys)
-        kept = memory.take((index, "probabilities"), shape, source)
+        kept = memory.take((index, "probabilities"), shape, source, torch.float32)
         context = memory.take((index, "merged"), (batch, queries, width), source)
         library.twelve_attention_forward(
             _pointer(source, 0),
@@ -418,6 +442,7 @@ def _kernel_forward(
             keys,
             head_dim,
             1.0 / math.sqrt(head_dim),
+            source.dtype == torch.bfloat16,
             threads,
         )
         contexts.append(context)
@@ -449,7 +474,7 @@ def _kernel_backward(
     query_grad, keyed_grad = grads[problem.query_source], grads[problem.key_value_source]
     batch, queries, keys = source.shape[0], source.shape[1], keyed.shape[1]
     head_dim = source.shape[2] // 3 // ctx.heads
-    grad_context = grad_context.contiguous()
+    grad_context = grad_context.to(source.dtype).contiguous()
     bias_targets: tuple[int | None, ...] = (None, None, None)
     if bias_sums:
         query_sums, keyed_sums = (
@@ -482,6 +507,7 @@ def _kernel_backward(
         keys,
         head_dim,
         1.0 / math.sqrt(head_dim),
+        source.dtype == torch.bfloat16,
         torch.get_num_threads(),
     )
 
@@ -499,7 +525,8 @@ def with_signatures(library: ctypes.CDLL) -> ctypes.CDLL:
     pointer, i32, i64, u64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_uint64
     flag, single = ctypes.c_int, ctypes.c_float
     rule = [flag, u64, i32, single]
-    sizes = [i64, i64, i64, i64, i64, single, flag]
+    # batch, heads, queries, keys, head width, scale, bfloat16 or not, threads
+    sizes = [i64, i64, i64, i64, i64, single, flag, flag]
     projections = [pointer, i64, pointer, pointer, i64, pointer, pointer, pointer]
     # (forward) the mask, the dropout rule, the probabilities and the context
     library.twelve_attention_forward.argtypes = [

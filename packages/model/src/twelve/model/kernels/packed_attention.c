@@ -13,6 +13,10 @@
  * (B·H, Lq, Lk) probabilities, drawn where they are used (backward draws them again), so the
  * masks are the ones `twelve.model.dropout.keep_scale` writes for the same seed.
  *
+ * The projections, the context and their gradients are float32, or with `is_bf16` bfloat16
+ * bits (CPU autocast's projections): widened exactly as they are gathered, every product,
+ * softmax and sum in float32, and the results rounded to nearest even as they are written.
+ *
  * The products use an AVX-512 register tile (6 rows × 32 columns, masked at the edges) when
  * the compiler targets AVX-512, else a plain loop; `twelve_attention_vectorised` says which.
  */
@@ -22,6 +26,7 @@
 #include <string.h>
 #include <omp.h>
 
+#include "bf16.h"
 #include "dropout_lanes.h"
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -114,20 +119,39 @@ static float *scratch(int64_t floats) {
     return aligned_alloc(64, (size_t)padded(floats) * sizeof(float));
 }
 
-/* rows × width of `source` (row stride `stride`) plus `bias` (may be NULL), times `scale`,
- * into `target` (row-major, row stride `width`). */
-static void gather(const float *source, int64_t stride, const float *bias, float scale,
-                   int64_t rows, int64_t width, float *target) {
+/* Element `index` of a float32 (or, with `is_bf16`, bfloat16) array. */
+static inline const void *element(const void *base, int64_t index, int is_bf16) {
+    return (const char *)base + index * (is_bf16 ? 2 : 4);
+}
+
+/* rows × width of `source` (float32 or bfloat16, row stride `stride`) plus `bias` (float32,
+ * may be NULL), times `scale`, into `target` (float32, row-major, row stride `width`). */
+static void gather(const void *source, int is_bf16, int64_t stride, const float *bias,
+                   float scale, int64_t rows, int64_t width, float *target) {
     for (int64_t i = 0; i < rows; i++) {
-        const float *s = source + i * stride;
         float *t = target + i * width;
-        if (bias) {
+        if (is_bf16) {
+            const bf16 *s = (const bf16 *)source + i * stride;
             _Pragma("omp simd")
-            for (int64_t j = 0; j < width; j++) t[j] = (s[j] + bias[j]) * scale;
+            for (int64_t j = 0; j < width; j++)
+                t[j] = (bf16_to_float(s[j]) + (bias ? bias[j] : 0.0f)) * scale;
         } else {
+            const float *s = (const float *)source + i * stride;
             _Pragma("omp simd")
-            for (int64_t j = 0; j < width; j++) t[j] = s[j] * scale;
+            for (int64_t j = 0; j < width; j++) t[j] = (s[j] + (bias ? bias[j] : 0.0f)) * scale;
         }
+    }
+}
+
+/* rows × width of float32 `block` (row stride `ld`) rounded to bfloat16 into `target` (row
+ * stride `stride`). */
+static void narrow(const float *block, int64_t ld, int64_t rows, int64_t width, bf16 *target,
+                   int64_t stride) {
+    for (int64_t i = 0; i < rows; i++) {
+        const float *b = block + i * ld;
+        bf16 *t = target + i * stride;
+        _Pragma("omp simd")
+        for (int64_t j = 0; j < width; j++) t[j] = float_to_bf16(b[j]);
     }
 }
 
@@ -162,9 +186,10 @@ static inline void transpose16(__m512 r[16]) {
 }
 #endif
 
-/* The transpose of rows × width of `source` plus `bias` (may be NULL): target[j·ld + i], for
- * ld ≥ rows rounded up to 16 (columns from rows to that bound get zeros). */
-static void gather_transposed(const float *source, int64_t stride, const float *bias,
+/* The transpose of rows × width of `source` (float32 or bfloat16) plus `bias` (may be NULL):
+ * target[j·ld + i], for ld ≥ rows rounded up to 16 (columns from rows to that bound get
+ * zeros). */
+static void gather_transposed(const void *source, int is_bf16, int64_t stride, const float *bias,
                               int64_t rows, int64_t width, float *target, int64_t ld) {
     int64_t j0 = 0;
 #if defined(__AVX512F__)
@@ -172,19 +197,28 @@ static void gather_transposed(const float *source, int64_t stride, const float *
         const __m512 b = bias ? _mm512_loadu_ps(bias + j0) : _mm512_setzero_ps();
         for (int64_t i0 = 0; i0 < rows; i0 += 16) {
             __m512 r[16];
-            for (int i = 0; i < 16; i++)
-                r[i] = i0 + i < rows
-                           ? _mm512_add_ps(_mm512_loadu_ps(source + (i0 + i) * stride + j0), b)
-                           : _mm512_setzero_ps();
+            for (int i = 0; i < 16; i++) {
+                if (i0 + i >= rows) {
+                    r[i] = _mm512_setzero_ps();
+                    continue;
+                }
+                const void *row = element(source, (i0 + i) * stride + j0, is_bf16);
+                const __m512 x = is_bf16 ? bf16x16_to_float(_mm256_loadu_si256(row))
+                                         : _mm512_loadu_ps(row);
+                r[i] = _mm512_add_ps(x, b);
+            }
             transpose16(r);
             for (int j = 0; j < 16; j++) _mm512_storeu_ps(target + (j0 + j) * ld + i0, r[j]);
         }
     }
 #endif
-    for (int64_t i = 0; i < rows; i++) {
-        const float *s = source + i * stride;
-        for (int64_t j = j0; j < width; j++) target[j * ld + i] = s[j] + (bias ? bias[j] : 0.0f);
-    }
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = j0; j < width; j++) {
+            const int64_t at = i * stride + j;
+            const float x = is_bf16 ? bf16_to_float(((const bf16 *)source)[at])
+                                    : ((const float *)source)[at];
+            target[j * ld + i] = x + (bias ? bias[j] : 0.0f);
+        }
 }
 
 #if defined(__AVX512F__)
@@ -275,31 +309,54 @@ static void keep_row(const float *probabilities, float *kept, float *keep, int64
     }
 }
 
+/* Where a product's rows go: straight into a float32 destination, or through `staging` into a
+ * bfloat16 one. */
+typedef struct {
+    float *rows;
+    int64_t ld;
+} product_target;
+
+static inline product_target target_of(void *destination, int64_t at, int64_t stride, int is_bf16,
+                                       float *staging, int64_t head_dim) {
+    if (is_bf16) return (product_target){staging, head_dim};
+    return (product_target){(float *)destination + at, stride};
+}
+
+/* Round a staged product into its bfloat16 destination (no-op for float32). */
+static inline void finish(product_target t, void *destination, int64_t at, int64_t stride,
+                          int is_bf16, int64_t rows, int64_t head_dim) {
+    if (is_bf16) narrow(t.rows, t.ld, rows, head_dim, (bf16 *)destination + at, stride);
+}
+
 /* Forward of every (batch, head) pair. `q`, `k`, `v`: the first column of the query, key and
  * value parts of the packed projections (row strides `q_stride` and `kv_stride`, rows batch
- * by batch); biases may be NULL. `mask`: (batch, keys) additive. Writes `probabilities`
- * (B·H, queries, keys: the softmax, saved for backward) and `context` (B, queries, H·D). */
-void twelve_attention_forward(const float *q, int64_t q_stride, const float *k, const float *v,
+ * by batch); biases (float32) may be NULL. `mask`: (batch, keys) additive. Writes
+ * `probabilities` (float32 (B·H, queries, keys): the softmax, saved for backward) and
+ * `context` ((B, queries, H·D), the projections' type). */
+void twelve_attention_forward(const void *q, int64_t q_stride, const void *k, const void *v,
                               int64_t kv_stride, const float *q_bias, const float *k_bias,
                               const float *v_bias, const float *mask, int dropout, uint64_t seed,
                               int32_t keep_from, float factor, float *probabilities,
-                              float *context, int64_t batch, int64_t heads, int64_t queries,
-                              int64_t keys, int64_t head_dim, float scale, int threads) {
+                              void *context, int64_t batch, int64_t heads, int64_t queries,
+                              int64_t keys, int64_t head_dim, float scale, int is_bf16,
+                              int threads) {
     const int64_t keys_padded = padded(keys), width = heads * head_dim;
     _Pragma("omp parallel num_threads(threads)") {
         float *query = scratch(queries * head_dim);
         float *key_t = scratch(head_dim * keys_padded);
         float *value = scratch(keys * head_dim);
         float *scores = scratch(queries * keys_padded);
+        float *staging = is_bf16 ? scratch(queries * head_dim) : NULL;
         _Pragma("omp for schedule(static)")
         for (int64_t pair = 0; pair < batch * heads; pair++) {
             const int64_t b = pair / heads, h = pair % heads, column = h * head_dim;
-            gather(q + b * queries * q_stride + column, q_stride, q_bias ? q_bias + column : NULL,
-                   scale, queries, head_dim, query);
-            gather_transposed(k + b * keys * kv_stride + column, kv_stride,
-                              k_bias ? k_bias + column : NULL, keys, head_dim, key_t, keys_padded);
-            gather(v + b * keys * kv_stride + column, kv_stride, v_bias ? v_bias + column : NULL,
-                   1.0f, keys, head_dim, value);
+            gather(element(q, b * queries * q_stride + column, is_bf16), is_bf16, q_stride,
+                   q_bias ? q_bias + column : NULL, scale, queries, head_dim, query);
+            gather_transposed(element(k, b * keys * kv_stride + column, is_bf16), is_bf16,
+                              kv_stride, k_bias ? k_bias + column : NULL, keys, head_dim, key_t,
+                              keys_padded);
+            gather(element(v, b * keys * kv_stride + column, is_bf16), is_bf16, kv_stride,
+                   v_bias ? v_bias + column : NULL, 1.0f, keys, head_dim, value);
             gemm(queries, keys, head_dim, query, head_dim, 1, key_t, keys_padded, scores,
                  keys_padded, 1.0f);
             const float *row_mask = mask + b * keys;
@@ -309,13 +366,17 @@ void twelve_attention_forward(const float *q, int64_t q_stride, const float *k, 
                 softmax_row(s, row_mask, p, keys);
                 keep_row(p, s, NULL, keys, dropout, seed, keep_from, factor, pair * queries + i);
             }
-            gemm(queries, head_dim, keys, scores, keys_padded, 1, value, head_dim,
-                 context + b * queries * width + column, width, 1.0f);
+            const int64_t at = b * queries * width + column;
+            const product_target out = target_of(context, at, width, is_bf16, staging, head_dim);
+            gemm(queries, head_dim, keys, scores, keys_padded, 1, value, head_dim, out.rows, out.ld,
+                 1.0f);
+            finish(out, context, at, width, is_bf16, queries, head_dim);
         }
         free(query);
         free(key_t);
         free(value);
         free(scores);
+        free(staging);
     }
 }
 
@@ -330,22 +391,24 @@ static void add_columns(const float *block, int64_t stride, int64_t rows, int64_
 }
 
 /* Backward of every (batch, head) pair, from the forward's inputs, its `probabilities` and the
- * context gradient `grad_context` (row stride `g_stride`). Writes the query, key and value
- * gradients into their packed places (`grad_q` row stride `gq_stride`; `grad_k`, `grad_v`
- * row stride `gkv_stride`), each the gradient of the projection before its bias and scale.
- * With biases, also the bias gradients (H·D each: the column sums of those gradients) into
- * `q_bias_grad`, `k_bias_grad` and `v_bias_grad`, summed per thread and then across threads
- * in thread order, so a fixed thread count gives the same bits run to run. */
-void twelve_attention_backward(const float *q, int64_t q_stride, const float *k, const float *v,
+ * context gradient `grad_context` (the projections' type, row stride `g_stride`). Writes the
+ * query, key and value gradients into their packed places (`grad_q` row stride `gq_stride`;
+ * `grad_k`, `grad_v` row stride `gkv_stride`), each the gradient of the projection before its
+ * bias and scale. With biases, also the bias gradients (float32, H·D each: the column sums of
+ * those gradients before any rounding) into `q_bias_grad`, `k_bias_grad` and `v_bias_grad`,
+ * summed per thread and then across threads in thread order, so a fixed thread count gives
+ * the same bits run to run. */
+void twelve_attention_backward(const void *q, int64_t q_stride, const void *k, const void *v,
                                int64_t kv_stride, const float *q_bias, const float *k_bias,
                                const float *v_bias, int dropout, uint64_t seed, int32_t keep_from,
-                               float factor, const float *probabilities,
-                               const float *grad_context, int64_t g_stride, float *grad_q,
-                               int64_t gq_stride, float *grad_k, float *grad_v,
-                               int64_t gkv_stride, float *q_bias_grad, float *k_bias_grad,
-                               float *v_bias_grad, int64_t batch, int64_t heads, int64_t queries,
-                               int64_t keys, int64_t head_dim, float scale, int threads) {
+                               float factor, const float *probabilities, const void *grad_context,
+                               int64_t g_stride, void *grad_q, int64_t gq_stride, void *grad_k,
+                               void *grad_v, int64_t gkv_stride, float *q_bias_grad,
+                               float *k_bias_grad, float *v_bias_grad, int64_t batch,
+                               int64_t heads, int64_t queries, int64_t keys, int64_t head_dim,
+                               float scale, int is_bf16, int threads) {
     const int64_t keys_padded = padded(keys), width = heads * head_dim;
+    const int64_t longest = queries > keys ? queries : keys;
     const int biased = q_bias_grad != NULL;
     float *partials = biased ? calloc((size_t)(threads * 3 * width), sizeof(float)) : NULL;
     _Pragma("omp parallel num_threads(threads)") {
@@ -356,27 +419,44 @@ void twelve_attention_backward(const float *q, int64_t q_stride, const float *k,
         float *kept = scratch(queries * keys_padded);
         float *keep = dropout ? scratch(queries * keys_padded) : NULL;
         float *grad_scores = scratch(queries * keys_padded);
+        float *grad_wide = is_bf16 ? scratch(queries * head_dim) : NULL;
+        float *staging = is_bf16 ? scratch(longest * head_dim) : NULL;
         _Pragma("omp for schedule(static)")
         for (int64_t pair = 0; pair < batch * heads; pair++) {
             const int64_t b = pair / heads, h = pair % heads, column = h * head_dim;
             const float *p = probabilities + pair * queries * keys;
-            const float *grad_out = grad_context + b * queries * g_stride + column;
-            gather(q + b * queries * q_stride + column, q_stride, q_bias ? q_bias + column : NULL,
-                   scale, queries, head_dim, query);
-            gather(k + b * keys * kv_stride + column, kv_stride, k_bias ? k_bias + column : NULL,
-                   1.0f, keys, head_dim, key);
-            gather_transposed(v + b * keys * kv_stride + column, kv_stride,
-                              v_bias ? v_bias + column : NULL, keys, head_dim, value_t, keys_padded);
+            const int64_t query_at = b * queries * q_stride + column;
+            const int64_t keyed_at = b * keys * kv_stride + column;
+            gather(element(q, query_at, is_bf16), is_bf16, q_stride,
+                   q_bias ? q_bias + column : NULL, scale, queries, head_dim, query);
+            gather(element(k, keyed_at, is_bf16), is_bf16, kv_stride,
+                   k_bias ? k_bias + column : NULL, 1.0f, keys, head_dim, key);
+            gather_transposed(element(v, keyed_at, is_bf16), is_bf16, kv_stride,
+                              v_bias ? v_bias + column : NULL, keys, head_dim, value_t,
+                              keys_padded);
+            const void *grad_source = element(grad_context, b * queries * g_stride + column, is_bf16);
+            const float *grad_out = grad_source;
+            int64_t g_ld = g_stride;
+            if (is_bf16) {
+                gather(grad_source, 1, g_stride, NULL, 1.0f, queries, head_dim, grad_wide);
+                grad_out = grad_wide;
+                g_ld = head_dim;
+            }
             for (int64_t i = 0; i < queries; i++)
                 keep_row(p + i * keys, kept + i * keys_padded, keep ? keep + i * keys_padded : NULL,
                          keys, dropout, seed, keep_from, factor, pair * queries + i);
+            const int64_t query_grad_at = b * queries * gq_stride + column;
+            const int64_t keyed_grad_at = b * keys * gkv_stride + column;
             /* dV = keptᵀ · dO */
-            float *value_grad = grad_v + b * keys * gkv_stride + column;
-            gemm(keys, head_dim, queries, kept, 1, keys_padded, grad_out, g_stride, value_grad,
-                 gkv_stride, 1.0f);
+            product_target out = target_of(grad_v, keyed_grad_at, gkv_stride, is_bf16, staging,
+                                           head_dim);
+            gemm(keys, head_dim, queries, kept, 1, keys_padded, grad_out, g_ld, out.rows, out.ld,
+                 1.0f);
+            if (biased) add_columns(out.rows, out.ld, keys, head_dim, mine + 2 * width + column);
+            finish(out, grad_v, keyed_grad_at, gkv_stride, is_bf16, keys, head_dim);
             /* d(kept) = dO · Vᵀ, then through dropout and softmax */
-            gemm(queries, keys, head_dim, grad_out, g_stride, 1, value_t, keys_padded,
-                 grad_scores, keys_padded, 1.0f);
+            gemm(queries, keys, head_dim, grad_out, g_ld, 1, value_t, keys_padded, grad_scores,
+                 keys_padded, 1.0f);
             for (int64_t i = 0; i < queries; i++) {
                 float *g = grad_scores + i * keys_padded;
                 const float *pi = p + i * keys;
@@ -392,18 +472,17 @@ void twelve_attention_backward(const float *q, int64_t q_stride, const float *k,
                 for (int64_t j = 0; j < keys; j++) g[j] = pi[j] * (g[j] - dot);
             }
             /* dQ = dS · K · scale (the query was scaled before its product) */
-            float *query_grad = grad_q + b * queries * gq_stride + column;
-            gemm(queries, head_dim, keys, grad_scores, keys_padded, 1, key, head_dim, query_grad,
-                 gq_stride, scale);
+            out = target_of(grad_q, query_grad_at, gq_stride, is_bf16, staging, head_dim);
+            gemm(queries, head_dim, keys, grad_scores, keys_padded, 1, key, head_dim, out.rows,
+                 out.ld, scale);
+            if (biased) add_columns(out.rows, out.ld, queries, head_dim, mine + column);
+            finish(out, grad_q, query_grad_at, gq_stride, is_bf16, queries, head_dim);
             /* dK = dSᵀ · (scaled Q) */
-            float *key_grad = grad_k + b * keys * gkv_stride + column;
-            gemm(keys, head_dim, queries, grad_scores, 1, keys_padded, query, head_dim, key_grad,
-                 gkv_stride, 1.0f);
-            if (biased) {
-                add_columns(query_grad, gq_stride, queries, head_dim, mine + column);
-                add_columns(key_grad, gkv_stride, keys, head_dim, mine + width + column);
-                add_columns(value_grad, gkv_stride, keys, head_dim, mine + 2 * width + column);
-            }
+            out = target_of(grad_k, keyed_grad_at, gkv_stride, is_bf16, staging, head_dim);
+            gemm(keys, head_dim, queries, grad_scores, 1, keys_padded, query, head_dim, out.rows,
+                 out.ld, 1.0f);
+            if (biased) add_columns(out.rows, out.ld, keys, head_dim, mine + width + column);
+            finish(out, grad_k, keyed_grad_at, gkv_stride, is_bf16, keys, head_dim);
         }
         free(query);
         free(key);
@@ -411,6 +490,8 @@ void twelve_attention_backward(const float *q, int64_t q_stride, const float *k,
         free(kept);
         free(keep);
         free(grad_scores);
+        free(grad_wide);
+        free(staging);
     }
     if (biased) {
         float *targets[3] = {q_bias_grad, k_bias_grad, v_bias_grad};
