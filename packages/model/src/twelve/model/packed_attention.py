@@ -423,7 +423,7 @@ def _kernel_forward(
         shape = (batch * heads, queries, keys)
         kept = memory.take((index, "probabilities"), shape, source, torch.float32)
         context = memory.take((index, "merged"), (batch, queries, width), source)
-        library.twelve_attention_forward(
+        status = library.twelve_attention_forward(
             _pointer(source, 0),
             source.stride(1),
             _pointer(keyed, 1),
@@ -445,6 +445,7 @@ def _kernel_forward(
             source.dtype == torch.bfloat16,
             threads,
         )
+        _checked(status, "forward")
         contexts.append(context)
         probabilities.append(kept)
         rules.append(rule)
@@ -482,7 +483,7 @@ def _kernel_backward(
             bias_sums[problem.key_value_source],
         )
         bias_targets = (_pointer(query_sums, 0), _pointer(keyed_sums, 1), _pointer(keyed_sums, 2))
-    ctx.kernel.twelve_attention_backward(
+    status = ctx.kernel.twelve_attention_backward(
         _pointer(source, 0),
         source.stride(1),
         _pointer(keyed, 1),
@@ -510,6 +511,14 @@ def _kernel_backward(
         source.dtype == torch.bfloat16,
         torch.get_num_threads(),
     )
+    _checked(status, "backward")
+
+
+def _checked(status: int, direction: str) -> None:
+    if status != 0:
+        raise MemoryError(
+            f"the attention kernel could not allocate its scratch memory ({direction})"
+        )
 
 
 @functools.cache
@@ -537,7 +546,7 @@ def with_signatures(library: ctypes.CDLL) -> ctypes.CDLL:
         pointer,
         *sizes,
     ]
-    library.twelve_attention_forward.restype = None
+    library.twelve_attention_forward.restype = ctypes.c_int
     # (backward) the dropout rule, the probabilities, the context gradient and its row stride,
     # the packed query, key and value gradients with their row strides, the three bias sums
     gradients = [pointer, i64, pointer, pointer, i64]
@@ -553,7 +562,7 @@ def with_signatures(library: ctypes.CDLL) -> ctypes.CDLL:
         pointer,
         *sizes,
     ]
-    library.twelve_attention_backward.restype = None
+    library.twelve_attention_backward.restype = ctypes.c_int
     library.twelve_attention_vectorised.argtypes = []
     library.twelve_attention_vectorised.restype = ctypes.c_int
     return library

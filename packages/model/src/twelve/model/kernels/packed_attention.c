@@ -328,12 +328,20 @@ static inline void finish(product_target t, void *destination, int64_t at, int64
     if (is_bf16) narrow(t.rows, t.ld, rows, head_dim, (bf16 *)destination + at, stride);
 }
 
+/* Whether every pointer in `scratch_blocks` is set (an allocation failed otherwise). */
+static int allocated(float *const *blocks, int count) {
+    for (int i = 0; i < count; i++)
+        if (blocks[i] == NULL) return 0;
+    return 1;
+}
+
 /* Forward of every (batch, head) pair. `q`, `k`, `v`: the first column of the query, key and
  * value parts of the packed projections (row strides `q_stride` and `kv_stride`, rows batch
  * by batch); biases (float32) may be NULL. `mask`: (batch, keys) additive. Writes
  * `probabilities` (float32 (B·H, queries, keys): the softmax, saved for backward) and
- * `context` ((B, queries, H·D), the projections' type). */
-void twelve_attention_forward(const void *q, int64_t q_stride, const void *k, const void *v,
+ * `context` ((B, queries, H·D), the projections' type). Returns 0, or 1 when scratch memory
+ * could not be allocated (the outputs are then incomplete). */
+int twelve_attention_forward(const void *q, int64_t q_stride, const void *k, const void *v,
                               int64_t kv_stride, const float *q_bias, const float *k_bias,
                               const float *v_bias, const float *mask, int dropout, uint64_t seed,
                               int32_t keep_from, float factor, float *probabilities,
@@ -341,14 +349,22 @@ void twelve_attention_forward(const void *q, int64_t q_stride, const void *k, co
                               int64_t keys, int64_t head_dim, float scale, int is_bf16,
                               int threads) {
     const int64_t keys_padded = padded(keys), width = heads * head_dim;
+    int failed = 0;
     _Pragma("omp parallel num_threads(threads)") {
         float *query = scratch(queries * head_dim);
         float *key_t = scratch(head_dim * keys_padded);
         float *value = scratch(keys * head_dim);
         float *scores = scratch(queries * keys_padded);
         float *staging = is_bf16 ? scratch(queries * head_dim) : NULL;
+        float *const blocks[] = {query, key_t, value, scores, is_bf16 ? staging : query};
+        const int ready = allocated(blocks, 5);
+        if (!ready) {
+            _Pragma("omp atomic write")
+            failed = 1;
+        }
         _Pragma("omp for schedule(static)")
         for (int64_t pair = 0; pair < batch * heads; pair++) {
+            if (!ready) continue;
             const int64_t b = pair / heads, h = pair % heads, column = h * head_dim;
             gather(element(q, b * queries * q_stride + column, is_bf16), is_bf16, q_stride,
                    q_bias ? q_bias + column : NULL, scale, queries, head_dim, query);
@@ -378,6 +394,7 @@ void twelve_attention_forward(const void *q, int64_t q_stride, const void *k, co
         free(scores);
         free(staging);
     }
+    return failed;
 }
 
 /* sums[j] += Σ_i block[i·stride + j] for i < rows, j < width. */
@@ -397,8 +414,9 @@ static void add_columns(const float *block, int64_t stride, int64_t rows, int64_
  * bias and scale. With biases, also the bias gradients (float32, H·D each: the column sums of
  * those gradients before any rounding) into `q_bias_grad`, `k_bias_grad` and `v_bias_grad`,
  * summed per thread and then across threads in thread order, so a fixed thread count gives
- * the same bits run to run. */
-void twelve_attention_backward(const void *q, int64_t q_stride, const void *k, const void *v,
+ * the same bits run to run. Returns 0, or 1 when scratch memory could not be allocated (the
+ * outputs are then incomplete). */
+int twelve_attention_backward(const void *q, int64_t q_stride, const void *k, const void *v,
                                int64_t kv_stride, const float *q_bias, const float *k_bias,
                                const float *v_bias, int dropout, uint64_t seed, int32_t keep_from,
                                float factor, const float *probabilities, const void *grad_context,
@@ -411,6 +429,8 @@ void twelve_attention_backward(const void *q, int64_t q_stride, const void *k, c
     const int64_t longest = queries > keys ? queries : keys;
     const int biased = q_bias_grad != NULL;
     float *partials = biased ? calloc((size_t)(threads * 3 * width), sizeof(float)) : NULL;
+    if (biased && partials == NULL) return 1;
+    int failed = 0;
     _Pragma("omp parallel num_threads(threads)") {
         float *mine = biased ? partials + omp_get_thread_num() * 3 * width : NULL;
         float *query = scratch(queries * head_dim);
@@ -421,8 +441,22 @@ void twelve_attention_backward(const void *q, int64_t q_stride, const void *k, c
         float *grad_scores = scratch(queries * keys_padded);
         float *grad_wide = is_bf16 ? scratch(queries * head_dim) : NULL;
         float *staging = is_bf16 ? scratch(longest * head_dim) : NULL;
+        float *const blocks[] = {query,
+                                 key,
+                                 value_t,
+                                 kept,
+                                 grad_scores,
+                                 dropout ? keep : query,
+                                 is_bf16 ? grad_wide : query,
+                                 is_bf16 ? staging : query};
+        const int ready = allocated(blocks, 8);
+        if (!ready) {
+            _Pragma("omp atomic write")
+            failed = 1;
+        }
         _Pragma("omp for schedule(static)")
         for (int64_t pair = 0; pair < batch * heads; pair++) {
+            if (!ready) continue;
             const int64_t b = pair / heads, h = pair % heads, column = h * head_dim;
             const float *p = probabilities + pair * queries * keys;
             const int64_t query_at = b * queries * q_stride + column;
@@ -503,6 +537,7 @@ void twelve_attention_backward(const void *q, int64_t q_stride, const void *k, c
                 for (int64_t j = 0; j < width; j++) target[j] += source[j];
             }
         }
-        free(partials);
     }
+    free(partials);
+    return failed;
 }
