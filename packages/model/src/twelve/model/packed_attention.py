@@ -23,7 +23,8 @@ Two implementations sit behind the one function.
   ~112 ms on PyTorch's path. It also serves bfloat16 CPU autocast training: the projections
   (autocast's bf16 GEMM outputs) are widened exactly, attention is computed in float32, and
   contexts and packed gradients are rounded to bf16 as they are written (the bias gradients
-  stay float32 sums), 1.07× faster bf16 forward + backward than autocast's own attention.
+  stay float32 sums); bf16 forward + backward runs 1.02–1.07× faster than with autocast's own
+  attention.
 - PyTorch's path, in float32 only (under autocast it would compute in bf16, no faster than
   autocast's attention, so autocast keeps its own there): it copies each head operand once (the
   query already scaled by 1/√D, which folds the score scaling into that copy), multiplies the
@@ -35,7 +36,7 @@ else refers to it), so a step maps no fresh pages for them.
 
 Numerics are the original's (scores·1/√D + additive mask, softmax, dropout, ·V) up to float
 rounding (the scale is applied to Q before the product; the kernel's exp is a polynomial within
-~2 ulp and its sums run in another order, ~1e-6 from PyTorch's path). Under bf16 autocast the
+1 ulp and its sums run in another order, ~1e-6 from PyTorch's path). Under bf16 autocast the
 kernel is more precise than autocast's attention (which rounds the scores and the kept
 probabilities to bf16 for its products) and so differs from it at bf16 rounding. Dropout masks
 are `twelve.model.dropout.keep_scale`'s on every path, so a seeded run draws the same masks as
