@@ -26,6 +26,7 @@ import twelve.model.packed_attention as packed_attention
 import twelve.model.residual_norm as residual_norm
 from twelve.model import cpu_kernels, layers, reused_memory
 from twelve.model import dropout as dropout_module
+from twelve.model.attention import additive_mask
 from twelve.model.config import ViLBERTConfig
 from twelve.model.dropout import dropout_add
 from twelve.model.inputs import ViLBERTInputs
@@ -539,7 +540,7 @@ def _attention_step(
     keep = [torch.ones(batch, length) for length in lengths]
     keep[0][1, 15:] = 0  # padded keys
     keep[1][2, 3:] = 0
-    masks = [(1.0 - k).mul(-10000.0).view(batch, 1, 1, -1) for k in keep]
+    masks = [additive_mask(k, torch.float32) for k in keep]
     if cross:
         problems = (
             packed_attention.PackedProblem(0, 1, masks[1], p),

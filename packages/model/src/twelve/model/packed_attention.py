@@ -351,6 +351,9 @@ class _PackedAttention(torch.autograd.Function):
         )
 
 
+_KERNEL_DTYPES = (torch.float32, torch.bfloat16)  # the projections' types the kernel reads
+
+
 def _kernel_for(
     packed: tuple[Tensor, ...],
     biases: tuple[Tensor | None, ...],
@@ -380,14 +383,28 @@ def _kernel_for(
     return library
 
 
-_KERNEL_DTYPES = (torch.float32, torch.bfloat16)
-
-
 def _pointer(tensor: Tensor | None, part: int = 0) -> int | None:
     """The address of part `part` (0 query, 1 key, 2 value) of a packed tensor or bias."""
     if tensor is None:
         return None
     return tensor.data_ptr() + part * (tensor.shape[-1] // 3) * tensor.element_size()
+
+
+def _projections(
+    source: Tensor, keyed: Tensor, query_bias: Tensor | None, keyed_bias: Tensor | None
+) -> tuple[int | None, ...]:
+    """The kernel's first eight arguments: the query part of `source`, the key and value parts
+    of `keyed` (with their row strides) and the matching parts of their biases."""
+    return (
+        _pointer(source, 0),
+        source.stride(1),
+        _pointer(keyed, 1),
+        _pointer(keyed, 2),
+        keyed.stride(1),
+        _pointer(query_bias, 0),
+        _pointer(keyed_bias, 1),
+        _pointer(keyed_bias, 2),
+    )
 
 
 def _dropout_rule(problem: PackedProblem) -> tuple[int, int, int, float]:
@@ -425,14 +442,7 @@ def _kernel_forward(
         kept = memory.take((index, "probabilities"), shape, source, torch.float32)
         context = memory.take((index, "merged"), (batch, queries, width), source)
         status = library.twelve_attention_forward(
-            _pointer(source, 0),
-            source.stride(1),
-            _pointer(keyed, 1),
-            _pointer(keyed, 2),
-            keyed.stride(1),
-            _pointer(query_bias, 0),
-            _pointer(keyed_bias, 1),
-            _pointer(keyed_bias, 2),
+            *_projections(source, keyed, query_bias, keyed_bias),
             mask.data_ptr(),
             *rule,
             kept.data_ptr(),
@@ -485,14 +495,7 @@ def _kernel_backward(
         )
         bias_targets = (_pointer(query_sums, 0), _pointer(keyed_sums, 1), _pointer(keyed_sums, 2))
     status = ctx.kernel.twelve_attention_backward(
-        _pointer(source, 0),
-        source.stride(1),
-        _pointer(keyed, 1),
-        _pointer(keyed, 2),
-        keyed.stride(1),
-        _pointer(query_bias, 0),
-        _pointer(keyed_bias, 1),
-        _pointer(keyed_bias, 2),
+        *_projections(source, keyed, query_bias, keyed_bias),
         *ctx.rules[index],
         ctx.probabilities[index].data_ptr(),
         grad_context.data_ptr(),

@@ -330,10 +330,15 @@ static inline void finish(product_target t, void *destination, int64_t at, int64
     if (is_bf16) narrow(t.rows, t.ld, rows, head_dim, (bf16 *)destination + at, stride);
 }
 
-/* Whether every pointer in `scratch_blocks` is set (an allocation failed otherwise). */
-static int allocated(float *const *blocks, int count) {
+/* Whether every block in `blocks` was allocated; when not, also sets `*failed` (shared by the
+ * threads of a parallel region). */
+static int allocated(float *const *blocks, int count, int *failed) {
     for (int i = 0; i < count; i++)
-        if (blocks[i] == NULL) return 0;
+        if (blocks[i] == NULL) {
+            _Pragma("omp atomic write")
+            *failed = 1;
+            return 0;
+        }
     return 1;
 }
 
@@ -359,11 +364,7 @@ int twelve_attention_forward(const void *q, int64_t q_stride, const void *k, con
         float *scores = scratch(queries * keys_padded);
         float *staging = is_bf16 ? scratch(queries * head_dim) : NULL;
         float *const blocks[] = {query, key_t, value, scores, is_bf16 ? staging : query};
-        const int ready = allocated(blocks, 5);
-        if (!ready) {
-            _Pragma("omp atomic write")
-            failed = 1;
-        }
+        const int ready = allocated(blocks, 5, &failed);
         _Pragma("omp for schedule(static)")
         for (int64_t pair = 0; pair < batch * heads; pair++) {
             if (!ready) continue;
@@ -451,11 +452,7 @@ int twelve_attention_backward(const void *q, int64_t q_stride, const void *k, co
                                  dropout ? keep : query,
                                  is_bf16 ? grad_wide : query,
                                  is_bf16 ? staging : query};
-        const int ready = allocated(blocks, 8);
-        if (!ready) {
-            _Pragma("omp atomic write")
-            failed = 1;
-        }
+        const int ready = allocated(blocks, 8, &failed);
         _Pragma("omp for schedule(static)")
         for (int64_t pair = 0; pair < batch * heads; pair++) {
             if (!ready) continue;
